@@ -1,0 +1,72 @@
+"""The opening cells every notebook shares: Colab badge, Colab-only install cell, versions cell.
+
+The repository's public address lives here and only here. After changing REPO_URL, run
+`python tools/headers.py` to rewrite the badge and the install cell of every notebook.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPO_URL = "https://github.com/llm-notebooks/llm-from-scratch"
+BRANCH = "main"
+ROOT = Path(__file__).resolve().parent.parent
+BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+
+
+def badge(notebook_name: str) -> str:
+    path = REPO_URL.removeprefix("https://github.com/")
+    link = f"https://colab.research.google.com/github/{path}/blob/{BRANCH}/notebooks/{notebook_name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
+
+
+def install_source() -> str:
+    folder = REPO_URL.rstrip("/").rsplit("/", 1)[-1]
+    return f'''# On Colab only: fetch the repository and its requirements (Colab already has torch), then work in notebooks/
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("../utils"):
+    subprocess.run(["git", "clone", "-q", "{REPO_URL}", "{folder}"], check=True)
+    reqs = [r for r in open("{folder}/requirements.txt").read().split("\\n") if r and not r.startswith(("#", "torch"))]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *reqs], check=True)
+    os.chdir("{folder}/notebooks")'''
+
+
+VERSIONS_SOURCE = '''import sys
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path.cwd().parent))  # makes the repository's `utils` package importable
+print("python", sys.version.split()[0])
+for package in ["torch", "tiktoken", "matplotlib"]:
+    print(package, version(package))'''
+
+
+def header_cells(title_markdown: str, notebook_name: str) -> list:
+    """Cells 0-2 for a new notebook: title + badge (markdown), install (code), versions (code, output ignored)."""
+    lines = title_markdown.strip().split("\n")
+    md = "\n".join([lines[0], "", badge(notebook_name), *([""] + lines[1:] if len(lines) > 1 else [])])
+    versions = nbformat.v4.new_code_cell(VERSIONS_SOURCE)
+    versions.metadata["tags"] = ["nbval-ignore-output"]
+    return [nbformat.v4.new_markdown_cell(md), nbformat.v4.new_code_cell(install_source()), versions]
+
+
+def update(path: Path) -> bool:
+    """Rewrite the badge and the install cell of notebook `path` in place; True if anything changed."""
+    nb = nbformat.read(path, as_version=4)
+    title, install = nb.cells[0], nb.cells[1]
+    new_title = BADGE_RE.sub(badge(path.name), title.source)
+    changed = new_title != title.source or install.source != install_source()
+    title.source, install.source = new_title, install_source()
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+if __name__ == "__main__":
+    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for p in paths:
+        print(("updated " if update(p) else "unchanged ") + p.name)

@@ -1,0 +1,50 @@
+"""Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
+
+from .assets import ASSETS, AssetError, data_dir, fetch
+from .attention import MultiHeadAttention
+from .data import GPTDatasetV1, create_dataloader_v1
+from .generate import (
+    generate,
+    generate_text_simple,
+    text_to_token_ids,
+    token_ids_to_text,
+    top_k_filter,
+    top_p_filter,
+)
+from .model import (
+    GELU,
+    GPT_CONFIG_124M,
+    MODEL_SIZES,
+    FeedForward,
+    GPTModel,
+    LayerNorm,
+    TransformerBlock,
+    count_parameters,
+    gpt2_config,
+)
+from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
+from .train import (
+    NonFiniteLossError,
+    calc_loss_batch,
+    calc_loss_loader,
+    evaluate_model,
+    generate_and_print_sample,
+    get_device,
+    load_checkpoint,
+    perplexity,
+    save_checkpoint,
+    set_seed,
+    train_model_simple,
+)
+
+__all__ = [
+    "ASSETS", "AssetError", "data_dir", "fetch",
+    "MultiHeadAttention",
+    "GPTDatasetV1", "create_dataloader_v1",
+    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
+    "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
+    "count_parameters", "gpt2_config",
+    "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
+    "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
+    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
+]

@@ -1,0 +1,73 @@
+"""Chapter 2 tokenizers: the regex SimpleTokenizerV1/V2 and GPT-2's byte-pair encoding (tiktoken)."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+SPLIT_PATTERN = r'([,.:;?_!"()\']|--|\s)'
+
+
+def split_text(text: str) -> list[str]:
+    """Split on punctuation, double dashes and whitespace; keep the punctuation, drop the spaces."""
+    return [item.strip() for item in re.split(SPLIT_PATTERN, text) if item.strip()]
+
+
+def build_vocab(text: str, special_tokens: tuple[str, ...] = ()) -> dict[str, int]:
+    """Sorted unique tokens of `text` (then `special_tokens`) -> integer ids."""
+    words = sorted(set(split_text(text)))
+    words.extend(special_tokens)
+    return {token: integer for integer, token in enumerate(words)}
+
+
+def _join(tokens: list[str]) -> str:
+    text = " ".join(tokens)
+    return re.sub(r'\s+([,.?!"()\'])', r"\1", text)  # no space before punctuation
+
+
+class SimpleTokenizerV1:
+    """Words and punctuation -> ids with a fixed vocabulary; an unknown word is an error."""
+
+    def __init__(self, vocab: dict[str, int]):
+        self.str_to_int = vocab
+        self.int_to_str = {i: s for s, i in vocab.items()}
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for token in split_text(text):
+            if token not in self.str_to_int:
+                raise KeyError(
+                    f"{token!r} is not in the vocabulary ({len(self.str_to_int)} tokens). "
+                    "SimpleTokenizerV1 only knows words from the text it was built on: "
+                    "use SimpleTokenizerV2, which maps unknown words to <|unk|>."
+                )
+            ids.append(self.str_to_int[token])
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return _join([self.int_to_str[i] for i in ids])
+
+
+class SimpleTokenizerV2:
+    """Like V1, but unknown words become `<|unk|>` (the vocabulary must hold `<|unk|>`)."""
+
+    def __init__(self, vocab: dict[str, int]):
+        if "<|unk|>" not in vocab:
+            raise ValueError("the vocabulary has no '<|unk|>' token: build it with special_tokens=('<|endoftext|>', '<|unk|>')")
+        self.str_to_int = vocab
+        self.int_to_str = {i: s for s, i in vocab.items()}
+
+    def encode(self, text: str) -> list[int]:
+        tokens = [t if t in self.str_to_int else "<|unk|>" for t in split_text(text)]
+        return [self.str_to_int[t] for t in tokens]
+
+    def decode(self, ids: list[int]) -> str:
+        return _join([self.int_to_str[i] for i in ids])
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_tokenizer():
+    """GPT-2's BPE tokenizer (tiktoken, 50257 tokens; downloads its two files once, then cached)."""
+    import tiktoken
+
+    return tiktoken.get_encoding("gpt2")
