@@ -14,6 +14,7 @@ Settings (environment variables):
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,7 @@ def _timeout() -> float:
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of the file at `path`."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -113,15 +116,16 @@ def sha256_of(path: Path) -> str:
 
 
 def _verify(asset: Asset, path: Path, source: str) -> None:
-    """Raise AssetError if `path` is not the asset's file (size, then sha256)."""
+    """Raise AssetError if `path` is not the asset's file (sha256, else size; never empty)."""
     size = path.stat().st_size
-    if asset.size is not None and size != asset.size:
-        raise AssetError(f"{source}: got {size} bytes, expected {asset.size} (truncated or wrong file)")
     if asset.sha256 is not None:
         actual = sha256_of(path)
         if actual != asset.sha256:
-            raise AssetError(f"{source}: sha256 mismatch: expected {asset.sha256}, got {actual}")
-    elif size == 0:
+            sizes = f"{size} bytes" + (f", expected {asset.size}" if asset.size is not None else "")
+            raise AssetError(f"{source}: sha256 mismatch: expected {asset.sha256}, got {actual} ({sizes})")
+    elif asset.size is not None and size != asset.size:
+        raise AssetError(f"{source}: got {size} bytes, expected {asset.size} (truncated or wrong file)")
+    if size == 0:
         raise AssetError(f"{source}: empty file")
 
 
@@ -171,6 +175,17 @@ def _by_hand(asset: Asset, target: Path) -> str:
     return f"download {url} and save it as {target}"
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for one failed URL: 'HTTP Error 404: Not Found', 'timed out', '[Errno 111] Connection refused'."""
+    if isinstance(exc, AssetError) or isinstance(exc, urllib.error.HTTPError):
+        return str(exc)
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed early ({exc!r})"
+    return str(exc) or type(exc).__name__
+
+
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Return the local path of asset `name`, downloading and verifying it first if needed."""
     if name not in ASSETS:
@@ -188,32 +203,34 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             ) from None
 
     folder.mkdir(parents=True, exist_ok=True)
-    part = folder / (asset.filename + ".part")
     errors = []
     for url in _candidate_urls(asset):
+        # A part file of its own per attempt: two notebooks fetching at once never write into each other's file.
+        fd, part_name = tempfile.mkstemp(dir=folder, prefix=asset.filename + ".", suffix=".part")
+        os.close(fd)
+        part = Path(part_name)
         try:
             if asset.extract:
-                with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                    archive = Path(tmp) / (asset.download_name or "download.zip")
+                with tempfile.TemporaryDirectory(dir=folder, prefix=asset.filename + ".", suffix=".tmp") as tmp:
+                    archive = Path(tmp) / "download.zip"
                     _download(url, archive, None, progress)
                     try:
                         with zipfile.ZipFile(archive) as zf, zf.open(asset.extract) as src, open(part, "wb") as dst:
                             shutil.copyfileobj(src, dst)
-                    except (zipfile.BadZipFile, KeyError) as exc:
+                    except (zipfile.BadZipFile, KeyError, zlib.error, EOFError) as exc:
                         raise AssetError(f"{url}: not a zip holding {asset.extract} ({exc})") from None
             else:
                 _download(url, part, asset.size, progress)
             _verify(asset, part, url)
             os.replace(part, target)
             return target
-        except (AssetError, urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            errors.append(f"  - {url}: {reason}" if not isinstance(exc, AssetError) else f"  - {exc}")
+        except (AssetError, OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
+            errors.append(f"  - {url}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
         finally:
             part.unlink(missing_ok=True)
     tried = "\n".join(errors)
     raise AssetError(
         f"could not fetch {asset.filename} ({asset.description}). Tried:\n{tried}\n"
-        f"If you are offline or behind a proxy: {_by_hand(asset, target)}, "
-        "or set LLM_ASSET_MIRROR to a server that has the file."
+        f"To place it by hand (offline, or behind a proxy): {_by_hand(asset, target)}. "
+        "Or set LLM_ASSET_MIRROR to a server that has the file."
     )
