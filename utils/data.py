@@ -16,7 +16,7 @@ class GPTDatasetV1(Dataset):
 
     def __init__(self, txt: str, tokenizer, max_length: int, stride: int):
         if max_length <= 0:
-            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}: use e.g. max_length=256")
         if stride <= 0:
             raise ValueError(f"stride must be a positive number of tokens, got {stride}: use e.g. stride=max_length")
         token_ids = tokenizer.encode(txt, allowed_special={"<|endoftext|>"})

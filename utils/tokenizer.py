@@ -20,9 +20,9 @@ def build_vocab(text: str, special_tokens: tuple[str, ...] = ()) -> dict[str, in
     return {token: integer for integer, token in enumerate(words)}
 
 
-def _join(tokens: list[str]) -> str:
+def _join(tokens: list[str], punctuation: str = r',.?!"()\'') -> str:
     text = " ".join(tokens)
-    return re.sub(r'\s+([,.?!"()\'])', r"\1", text)  # no space before punctuation
+    return re.sub(rf"\s+([{punctuation}])", r"\1", text)  # no space before punctuation
 
 
 class SimpleTokenizerV1:
@@ -62,7 +62,7 @@ class SimpleTokenizerV2:
         return [self.str_to_int[t] for t in tokens]
 
     def decode(self, ids: list[int]) -> str:
-        return _join([self.int_to_str[i] for i in ids])
+        return _join([self.int_to_str[i] for i in ids], punctuation=r',.:;?!"()\'')  # the book's V2 also joins : and ;
 
 
 @functools.lru_cache(maxsize=None)
