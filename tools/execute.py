@@ -35,7 +35,11 @@ def main():
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
         start = time.time()
-        client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+        # coalesce_streams: one output per stream, progress-bar redraws (\r) collapsed to the final line
+        client = NotebookClient(
+            nb, timeout=args.timeout, kernel_name="python3", coalesce_streams=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
         try:
             client.execute()
         finally:
