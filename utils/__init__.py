@@ -11,6 +11,7 @@ from .generate import (
     top_k_filter,
     top_p_filter,
 )
+from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .model import (
     GELU,
     GPT_CONFIG_124M,
@@ -43,6 +44,7 @@ __all__ = [
     "MultiHeadAttention",
     "GPTDatasetV1", "create_dataloader_v1",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
+    "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
