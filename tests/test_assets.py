@@ -9,6 +9,7 @@ import http.server
 import io
 import os
 import socket
+import stat
 import threading
 import urllib.parse
 import zipfile
@@ -159,6 +160,8 @@ def test_happy_path(server, data, monkeypatch):
     assert path.read_bytes() == CONTENT and sha256_of(path) == SHA
     assert listing(data) == ["hello.txt"]
     assert server.requests == ["/a/hello.txt"]
+    (data / "by-open.txt").write_bytes(b"")  # the fetched file gets the same permissions as any file written here
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((data / "by-open.txt").stat().st_mode)
 
 
 def test_cache_hit_makes_no_request(server, data, monkeypatch):

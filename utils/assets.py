@@ -21,6 +21,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -206,9 +207,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     errors = []
     for url in _candidate_urls(asset):
         # A part file of its own per attempt: two notebooks fetching at once never write into each other's file.
-        fd, part_name = tempfile.mkstemp(dir=folder, prefix=asset.filename + ".", suffix=".part")
-        os.close(fd)
-        part = Path(part_name)
+        part = folder / f"{asset.filename}.{uuid.uuid4().hex[:8]}.part"
         try:
             if asset.extract:
                 with tempfile.TemporaryDirectory(dir=folder, prefix=asset.filename + ".", suffix=".tmp") as tmp:
