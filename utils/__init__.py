@@ -12,6 +12,22 @@ from .generate import (
     top_p_filter,
 )
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
+from .instruct import (
+    InstructionDataset,
+    OllamaError,
+    custom_collate_fn,
+    format_input,
+    generate_response,
+    generate_responses,
+    judge_scores,
+    lcs_length,
+    load_instruction_data,
+    ollama_reachable,
+    ollama_url,
+    query_ollama,
+    rouge_l_f1,
+    split_data,
+)
 from .model import (
     GELU,
     GPT_CONFIG_124M,
@@ -42,6 +58,9 @@ from .train import (
 __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
+    "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
+    "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
+    "split_data",
     "GPTDatasetV1", "create_dataloader_v1",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
