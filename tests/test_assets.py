@@ -173,6 +173,19 @@ def test_cache_hit_makes_no_request(server, data, monkeypatch):
     assert server.requests == ["/a/hello.txt"]
 
 
+def test_progress_bar_only_for_large_files(server, data, monkeypatch, capsys):
+    big = bytes(range(256)) * 24_000  # 6.1 MB
+    register(monkeypatch, server, filename="big.bin", sha256=hashlib.sha256(big).hexdigest(), size=len(big))
+    server.routes["/a/hello.txt"] = body(big)
+    fetch("hello")
+    err = capsys.readouterr().err
+    assert "big.bin" in err and "100%" in err
+    register(monkeypatch, server)
+    server.routes["/a/hello.txt"] = body(CONTENT)
+    fetch("hello")
+    assert capsys.readouterr().err == ""  # small files: no bar
+
+
 def test_404_then_backup(server, data, monkeypatch):
     register(monkeypatch, server)
     server.routes["/b/hello.txt"] = body(CONTENT)
