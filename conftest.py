@@ -5,6 +5,7 @@ and every `utils.assets.fetch` tries a server on 127.0.0.1 serving that folder f
 laptop) nothing here is set up and the same tests use the internet, as the notebooks do.
 """
 
+import atexit
 import functools
 import http.server
 import os
@@ -35,6 +36,7 @@ def _setup_offline():
     bpe = SHARED_DATA / "gpt2-bpe"
     if bpe.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
         cache = Path(tempfile.mkdtemp(prefix="tiktoken-cache-"))
+        atexit.register(shutil.rmtree, cache, True)  # one per session; gone when the session ends
         for name, cached in TIKTOKEN_CACHE_NAMES.items():
             shutil.copyfile(bpe / name, cache / cached)
         os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
