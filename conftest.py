@@ -24,7 +24,6 @@ TIKTOKEN_CACHE_NAMES = {
 }
 
 os.environ["LLM_SMOKE"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

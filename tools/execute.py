@@ -37,7 +37,7 @@ def main():
         start = time.time()
         # coalesce_streams: one output per stream, progress-bar redraws (\r) collapsed to the final line
         client = NotebookClient(
-            nb, timeout=args.timeout, kernel_name="python3", coalesce_streams=True,
+            nb, timeout=args.timeout, kernel_name="python3", coalesce_streams=True, record_timing=False,
             resources={"metadata": {"path": str(path.parent)}},
         )
         try:
