@@ -40,6 +40,23 @@ from .model import (
     gpt2_config,
 )
 from .plots import plot_losses, plot_values
+from .spam import (
+    SpamDataset,
+    TrainableTop,
+    calc_accuracy_loader,
+    calc_classifier_loss_batch,
+    calc_classifier_loss_loader,
+    classify_text,
+    compute_frozen_hidden,
+    create_balanced_dataset,
+    evaluate_classifier,
+    prepare_classifier,
+    random_split,
+    read_sms_spam,
+    read_split_csv,
+    train_classifier_simple,
+    write_split_csv,
+)
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
     NonFiniteLossError,
@@ -67,6 +84,9 @@ __all__ = [
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
+    "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
+    "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
+    "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",

@@ -1,0 +1,400 @@
+"""Chapter 6: finetuning a GPT to classify SMS messages as spam or not spam.
+
+Data prep (read the SMS Spam Collection, balance, split, save), `SpamDataset`, accuracy and loss of the
+last token's class logits, the book's classifier training loop (plus a progress bar and a NaN guard),
+`classify_text`, and a speed-up that gives the same training: the frozen blocks' output is computed once
+(`compute_frozen_hidden`) and only the trainable top of the model (`TrainableTop`) runs in every step.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .train import check_finite
+
+LABELS = {"ham": 0, "spam": 1}  # the book's label ids
+CSV_HEADER = ["Label", "Text"]
+
+
+# --- reading, balancing and splitting the data -------------------------------------------------------
+
+
+def read_sms_spam(path) -> list[tuple[str, str]]:
+    """The SMS Spam Collection as `(label, text)` pairs, label 'ham' or 'spam', one pair per line of the file.
+
+    The file is tab-separated and not quoted: a `"` is part of the message, so it is read with
+    `csv.QUOTE_NONE` (pandas' and csv's default quoting merge three lines into one, see chapter 6).
+    """
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for fields in reader:
+            if len(fields) != 2 or fields[0] not in LABELS:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: expected 'ham' or 'spam', a tab, then the message; "
+                    f"got {fields!r:.120}. Is this the SMSSpamCollection file? Delete it and fetch('sms-spam') again."
+                )
+            rows.append((fields[0], fields[1]))
+    return rows
+
+
+def create_balanced_dataset(rows, seed: int = 123) -> list[tuple[int, str]]:
+    """As many randomly chosen ham messages as there are spam messages, then all spam; labels as 0/1.
+
+    Samples exactly as the book's pandas code `df.sample(n, random_state=seed)` does: the first n entries
+    of numpy's legacy `RandomState(seed).permutation` (pandas calls `RandomState.choice`, which does that).
+    """
+    ham = [text for label, text in rows if label == "ham"]
+    spam = [text for label, text in rows if label == "spam"]
+    chosen = np.random.RandomState(seed).permutation(len(ham))[: len(spam)]
+    return [(LABELS["ham"], ham[i]) for i in chosen] + [(LABELS["spam"], text) for text in spam]
+
+
+def random_split(rows, train_frac: float = 0.7, validation_frac: float = 0.1, seed: int = 123):
+    """Shuffle `rows` as the book's `df.sample(frac=1, random_state=seed)` does, then cut train / validation / test."""
+    if not (0 < train_frac and 0 <= validation_frac and train_frac + validation_frac <= 1):
+        raise ValueError(f"need 0 < train_frac and train_frac + validation_frac <= 1, got {train_frac}, {validation_frac}")
+    shuffled = [rows[i] for i in np.random.RandomState(seed).permutation(len(rows))]  # = pandas' sample(frac=1)
+    train_end = int(len(shuffled) * train_frac)
+    validation_end = train_end + int(len(shuffled) * validation_frac)
+    return shuffled[:train_end], shuffled[train_end:validation_end], shuffled[validation_end:]
+
+
+def write_split_csv(rows, path) -> Path:
+    """Write `(label, text)` rows to a CSV file with the header `Label,Text` (as the book's `to_csv`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def read_split_csv(path) -> tuple[list[int], list[str]]:
+    """Labels (0 = ham, 1 = spam) and texts of a file written by `write_split_csv`; a bad row names its line."""
+    labels, texts = [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != CSV_HEADER:
+            raise ValueError(f"{path}, line 1: expected the header {','.join(CSV_HEADER)}, got {header!r:.80}")
+        for fields in reader:
+            if len(fields) != 2 or fields[0] not in ("0", "1"):
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: expected a label 0 or 1, a comma, then the message; "
+                    f"got {fields!r:.120}. Fix or delete that row (or write the file again with write_split_csv)."
+                )
+            labels.append(int(fields[0]))
+            texts.append(fields[1])
+    if not labels:
+        raise ValueError(f"{path} holds no messages (only a header or nothing at all)")
+    return labels, texts
+
+
+# --- the dataset ---------------------------------------------------------------------------------------
+
+
+class SpamDataset(Dataset):
+    """Messages of a split CSV file as token ids padded to `max_length`: items `((max_length,), label)`.
+
+    `max_length=None` pads to the longest message; a given `max_length` truncates longer messages (with a
+    warning that says how many). `context_length` (the model's) makes a too large `max_length` an error.
+    """
+
+    def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, context_length=None):
+        self.labels, self.texts = read_split_csv(csv_file)
+        self.encoded_texts = [tokenizer.encode(text) for text in self.texts]
+        if max_length is None:
+            self.max_length = self._longest_encoded_length()
+        else:
+            if max_length < 1:
+                raise ValueError(f"max_length must be at least 1, got {max_length}")
+            self.max_length = max_length
+            too_long = sum(len(ids) > max_length for ids in self.encoded_texts)
+            if too_long:
+                warnings.warn(
+                    f"{too_long} of {len(self.encoded_texts)} messages in {Path(csv_file).name} are longer than "
+                    f"max_length={max_length} tokens and were truncated to their first {max_length} tokens",
+                    stacklevel=2,
+                )
+            self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]
+        if context_length is not None and self.max_length > context_length:
+            raise ValueError(
+                f"max_length={self.max_length} tokens exceeds the model's context length {context_length}: "
+                f"pass max_length={context_length} (longer messages are then truncated)"
+            )
+        self.encoded_texts = [ids + [pad_token_id] * (self.max_length - len(ids)) for ids in self.encoded_texts]
+
+    def __getitem__(self, index):
+        encoded = torch.tensor(self.encoded_texts[index], dtype=torch.long)  # (max_length,)
+        return encoded, torch.tensor(self.labels[index], dtype=torch.long)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def _longest_encoded_length(self):
+        return max(len(ids) for ids in self.encoded_texts)
+
+
+# --- the classifier: head, accuracy, loss --------------------------------------------------------------
+
+
+def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
+    """Freeze `model`, put a new `nn.Linear(emb_dim, num_classes)` head on it, unfreeze the last blocks and final norm.
+
+    The new head's weights come from torch's random generator: call `torch.manual_seed(123)` first to match
+    the book. Returns the same model, now mapping `(batch, num_tokens)` to `(batch, num_tokens, num_classes)`.
+    """
+    if not 0 <= trainable_blocks <= len(model.trf_blocks):
+        raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)}, got {trainable_blocks}")
+    for param in model.parameters():
+        param.requires_grad = False
+    model.out_head = nn.Linear(model.out_head.in_features, num_classes)  # new parameters are trainable
+    for block in list(model.trf_blocks)[len(model.trf_blocks) - trainable_blocks :]:
+        for param in block.parameters():
+            param.requires_grad = True
+    for param in model.final_norm.parameters():
+        param.requires_grad = True
+    return model
+
+
+def _check_loader(data_loader):
+    if len(data_loader) == 0:
+        raise ValueError("the data loader is empty: use a smaller batch_size, more data, or drop_last=False")
+
+
+def calc_accuracy_loader(data_loader, model, device, num_batches=None):
+    """Share of messages whose last-token logits pick the right class, over `num_batches` batches (all if None)."""
+    _check_loader(data_loader)
+    model.eval()
+    correct_predictions, num_examples = 0, 0
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+        with torch.no_grad():
+            logits = model(input_batch)[:, -1, :]  # (batch, num_classes): the last token's logits
+        predicted_labels = torch.argmax(logits, dim=-1)  # (batch,)
+        num_examples += predicted_labels.shape[0]
+        correct_predictions += (predicted_labels == target_batch).sum().item()
+    return correct_predictions / num_examples
+
+
+def calc_classifier_loss_batch(input_batch, target_batch, model, device):
+    """Cross-entropy of the last token's class logits; inputs `(batch, num_tokens)`, targets `(batch,)`."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)[:, -1, :]  # (batch, num_classes)
+    return torch.nn.functional.cross_entropy(logits, target_batch)
+
+
+def calc_classifier_loss_loader(data_loader, model, device, num_batches=None):
+    """Average classifier loss over the first `num_batches` batches (all if None)."""
+    _check_loader(data_loader)
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total_loss = 0.0
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        total_loss += calc_classifier_loss_batch(input_batch, target_batch, model, device).item()
+    return total_loss / num_batches
+
+
+def evaluate_classifier(model, train_loader, val_loader, device, eval_iter):
+    """(train loss, val loss) over `eval_iter` batches each, in eval mode without gradients."""
+    model.eval()
+    with torch.no_grad():
+        train_loss = calc_classifier_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_classifier_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def train_classifier_simple(
+    model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *, max_steps=None, progress=True
+):
+    """The book's classifier training loop, plus a progress bar and a NaN guard.
+
+    Every `eval_freq` steps: train/val loss over `eval_iter` batches; after each epoch: train/val accuracy over
+    `eval_iter` batches. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
+    `max_steps` stops after that many optimizer steps in total (for a quick look or a test).
+    """
+    if len(train_loader) == 0:
+        raise ValueError("the training loader is empty: use a smaller batch_size or more data")
+    from tqdm import tqdm
+
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    total_steps = num_epochs * len(train_loader) if max_steps is None else min(max_steps, num_epochs * len(train_loader))
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", mininterval=1.0, ncols=90)
+    stop = False
+    try:
+        for epoch in range(num_epochs):
+            model.train()
+            for input_batch, target_batch in train_loader:
+                optimizer.zero_grad()
+                loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
+                check_finite(loss, global_step + 1, epoch + 1)
+                loss.backward()
+                optimizer.step()
+                examples_seen += input_batch.shape[0]
+                global_step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_classifier(model, train_loader, val_loader, device, eval_iter)
+                    train_losses.append(train_loss)
+                    val_losses.append(val_loss)
+                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                if max_steps is not None and global_step + 1 >= max_steps:
+                    stop = True
+                    break
+            train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
+            val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
+            bar.write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+            train_accs.append(train_accuracy)
+            val_accs.append(val_accuracy)
+            if stop:
+                break
+    finally:
+        bar.close()
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
+    """'spam' or 'not spam' for one message, padded (or truncated, with a warning) to `max_length` tokens.
+
+    Use the training set's `max_length` (the book's 120): the classifier learned on messages padded to it.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
+    context_length = model.pos_emb.weight.shape[0]
+    if max_length is None:
+        max_length = context_length
+    if max_length > context_length:
+        raise ValueError(
+            f"max_length={max_length} exceeds the model's context length {context_length}: "
+            f"use the training set's max_length (at most {context_length})"
+        )
+    input_ids = tokenizer.encode(text)
+    if len(input_ids) > max_length:
+        warnings.warn(
+            f"the message is {len(input_ids)} tokens long; only its first {max_length} tokens are classified",
+            stacklevel=2,
+        )
+        input_ids = input_ids[:max_length]
+    input_ids = input_ids + [pad_token_id] * (max_length - len(input_ids))
+    model.eval()
+    input_tensor = torch.tensor(input_ids, device=device).unsqueeze(0)  # (1, max_length)
+    with torch.no_grad():
+        logits = model(input_tensor)[:, -1, :]  # (1, num_classes)
+    return "spam" if torch.argmax(logits, dim=-1).item() == 1 else "not spam"
+
+
+# --- same training, less work: run the frozen blocks once ----------------------------------------------
+
+
+def num_frozen_blocks(model) -> int:
+    """How many leading transformer blocks (after frozen embeddings) have no trainable parameter."""
+    if any(p.requires_grad for p in (*model.tok_emb.parameters(), *model.pos_emb.parameters())):
+        return 0
+    count = 0
+    for block in model.trf_blocks:
+        if any(p.requires_grad for p in block.parameters()):
+            break
+        count += 1
+    return count
+
+
+def _has_dropout(modules) -> bool:
+    return any(d.p > 0 for part in modules for d in part.modules() if isinstance(d, nn.Dropout))
+
+
+def last_token_block(block, x):
+    """A TransformerBlock's output for the last position only: `(batch, num_tokens, emb_dim) -> (batch, 1, emb_dim)`.
+
+    The last token attends to every position, so it needs all keys and values but only its own query;
+    attention output, feed-forward and both shortcuts run for that one position (same result, less work).
+    """
+    att = block.att
+    b, num_tokens, _ = x.shape
+    h = block.norm1(x)  # (b, num_tokens, emb_dim)
+    query = att.W_query(h[:, -1:, :]).view(b, 1, att.num_heads, att.head_dim).transpose(1, 2)  # (b, heads, 1, hd)
+    keys = att.W_key(h).view(b, num_tokens, att.num_heads, att.head_dim).transpose(1, 2)  # (b, heads, n, hd)
+    values = att.W_value(h).view(b, num_tokens, att.num_heads, att.head_dim).transpose(1, 2)  # (b, heads, n, hd)
+    context = torch.nn.functional.scaled_dot_product_attention(query, keys, values)  # no mask: it sees all
+    context = context.transpose(1, 2).reshape(b, 1, att.d_out)  # (b, 1, emb_dim)
+    x = x[:, -1:, :] + att.out_proj(context)
+    return x + block.ff(block.norm2(x))  # (b, 1, emb_dim)
+
+
+class TrainableTop(nn.Module):
+    """The part of a classifier GPTModel that training changes: blocks `num_frozen`.., final norm, head.
+
+    Shares those modules with `model` (training this trains the model). Maps the frozen blocks' output
+    `(batch, num_tokens, emb_dim)` to the last token's logits `(batch, 1, num_classes)`, computing only
+    what those logits depend on. Needs drop_rate 0 (dropout would make it differ from the whole model).
+    """
+
+    def __init__(self, model, num_frozen=None):
+        super().__init__()
+        self.num_frozen = num_frozen_blocks(model) if num_frozen is None else num_frozen
+        if self.num_frozen >= len(model.trf_blocks):
+            raise ValueError("every transformer block is frozen: unfreeze at least the last one (prepare_classifier)")
+        self.blocks = nn.Sequential(*list(model.trf_blocks)[self.num_frozen :])
+        self.final_norm = model.final_norm
+        self.out_head = model.out_head
+        if _has_dropout(self.blocks):
+            raise ValueError("the trainable blocks use dropout: build the model with drop_rate=0.0 (as the book does)")
+
+    def forward(self, hidden):
+        x = hidden  # (batch, num_tokens, emb_dim)
+        for block in list(self.blocks)[:-1]:
+            x = block(x)
+        x = last_token_block(self.blocks[-1], x)  # (batch, 1, emb_dim)
+        return self.out_head(self.final_norm(x))  # (batch, 1, num_classes)
+
+
+def compute_frozen_hidden(model, dataset, num_frozen=None, batch_size=8, progress=True) -> TensorDataset:
+    """Run every message of `dataset` once through the embeddings and the frozen blocks.
+
+    Returns a TensorDataset of `(hidden (num_tokens, emb_dim), label)` in the dataset's order; with
+    `TrainableTop` it gives the same logits as the whole model. Needs no dropout in the frozen part.
+    """
+    num_frozen = num_frozen_blocks(model) if num_frozen is None else num_frozen
+    frozen = [model.tok_emb, model.pos_emb, *list(model.trf_blocks)[:num_frozen]]
+    if any(p.requires_grad for m in frozen for p in m.parameters()):
+        raise ValueError("the embeddings and the first num_frozen blocks must be frozen (requires_grad=False)")
+    if _has_dropout([model.drop_emb, *frozen]):
+        raise ValueError(
+            "the frozen blocks use dropout, so their output changes from step to step and cannot be computed once: "
+            "build the model with drop_rate=0.0 (as the book does for finetuning)"
+        )
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    hidden, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    device = model.tok_emb.weight.device
+    with torch.no_grad():
+        for input_batch, target_batch in tqdm(loader, disable=not progress, unit="batch", mininterval=1.0, ncols=90):
+            input_batch = input_batch.to(device)
+            positions = torch.arange(input_batch.shape[1], device=device)
+            x = model.drop_emb(model.tok_emb(input_batch) + model.pos_emb(positions))  # (batch, num_tokens, emb_dim)
+            for block in list(model.trf_blocks)[:num_frozen]:
+                x = block(x)
+            hidden.append(x)
+            labels.append(target_batch.to(device))
+    model.train(was_training)
+    return TensorDataset(torch.cat(hidden), torch.cat(labels))
