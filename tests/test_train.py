@@ -1,0 +1,147 @@
+"""utils.train: NaN guard, exact resume, atomic checkpoints, loader errors, device choice."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from utils import (
+    GPT_CONFIG_124M,
+    GPTModel,
+    NonFiniteLossError,
+    calc_loss_loader,
+    get_device,
+    load_checkpoint,
+    save_checkpoint,
+    set_seed,
+    train_model_simple,
+)
+
+TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+        "drop_rate": 0.1}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose 10-30x to spinning."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def loaders(n_train=6, batch_size=2):
+    """Random next-token data: a shuffled train loader (3 batches an epoch) and a val loader."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
+    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
+    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
+    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
+            DataLoader(val, batch_size=batch_size, shuffle=False))
+
+
+def fresh(seed, lr=1e-3):
+    set_seed(seed)
+    model = GPTModel(TINY)
+    return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+
+
+def train(model, optimizer, train_loader, val_loader, **kwargs):
+    return train_model_simple(model, train_loader, val_loader, optimizer, CPU, num_epochs=2, eval_freq=2, eval_iter=1,
+                              start_context=None, tokenizer=None, progress=False, **kwargs)
+
+
+def test_nan_guard_names_the_step():
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    with torch.no_grad():
+        model.final_norm.scale.fill_(float("nan"))  # every logit NaN
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 0 \(epoch 1\).*Lower the learning rate"):
+        train(model, optimizer, train_loader, val_loader)
+
+
+def test_exploding_lr_stops_before_the_update():
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1, lr=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch \d\)") as info:
+        train(model, optimizer, train_loader, val_loader)
+    assert "step 0" not in str(info.value)  # the first loss is fine; a later one is not
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad loss never reached the weights
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 4])  # mid-epoch 1, end of epoch 1, mid-epoch 2
+def test_resume_equals_uninterrupted(tmp_path, stop_after):
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    set_seed(42)
+    expected = train(model, optimizer, train_loader, val_loader)
+
+    ckpt = tmp_path / "run.pth"
+    model_a, optimizer_a = fresh(1)
+    set_seed(42)
+    train(model_a, optimizer_a, train_loader, val_loader, checkpoint_path=ckpt, max_steps=stop_after)
+    assert load_checkpoint(ckpt, GPTModel(TINY))["global_step"] == stop_after - 1
+    torch.manual_seed(999)  # whatever happens between the runs must not matter
+    model_b, optimizer_b = fresh(7)  # a new process: other initial weights, fresh optimizer
+    resumed = train(model_b, optimizer_b, train_loader, val_loader, checkpoint_path=ckpt, resume=True)
+
+    assert resumed == expected  # train losses, val losses, tokens seen
+    assert len(expected[0]) == 3  # evaluations at steps 0, 2, 4
+    for (name, a), b in zip(model.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_without_checkpoint(tmp_path):
+    model, optimizer = fresh(1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(model, optimizer, *loaders(), checkpoint_path=tmp_path / "none.pth", resume=True)
+
+
+def test_checkpoint_is_atomic(tmp_path, monkeypatch):
+    model, optimizer = fresh(1)
+    path = save_checkpoint(tmp_path / "ckpt.pth", model, optimizer, config=TINY, note="first")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, optimizer, note="second")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no .tmp left behind
+    other, other_opt = fresh(2)
+    payload = load_checkpoint(path, other, other_opt)  # the old checkpoint is intact
+    assert payload["note"] == "first" and payload["config"] == TINY
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_empty_loader_errors():
+    model, optimizer = fresh(1)
+    empty = DataLoader(TensorDataset(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long)),
+                       batch_size=2, drop_last=True)
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match="data loader is empty.*smaller batch_size"):
+        calc_loss_loader(empty, model, CPU)
+    with pytest.raises(ValueError, match="training loader is empty"):
+        train(model, optimizer, empty, empty)
+
+
+def test_calc_loss_loader_num_batches():
+    model, _ = fresh(1)
+    model.eval()
+    _, val_loader = loaders(n_train=6)
+    with torch.no_grad():
+        loss = calc_loss_loader(val_loader, model, CPU, num_batches=5)  # more than there are: all of them
+    assert 4.0 < loss < 5.5  # about ln(100) = 4.6 for an untrained model
+
+
+def test_get_device_honours_env(monkeypatch):
+    monkeypatch.setenv("LLM_DEVICE", "meta")
+    assert get_device() == torch.device("meta")
+    assert get_device("cpu") == torch.device("cpu")  # an explicit choice wins
+    monkeypatch.delenv("LLM_DEVICE")
+    assert get_device().type in {"cuda", "mps", "cpu"}
