@@ -105,6 +105,21 @@ def test_real_layout_counts():
     assert sum(math.prod(s) for s in shapes.values()) == 124_439_808
 
 
+@pytest.mark.parametrize("size", ["124M", "355M"])
+def test_full_size_layout_loads(size):
+    """The real files' names and shapes (plus one (1, 1, 1024, 1024) mask buffer per layer) fit gpt2_config(size).
+
+    Checked on the meta device: shapes only, no memory.
+    """
+    cfg = gpt2_config(size)
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+        weights = {name: torch.empty(shape) for name, shape in hf_shapes(cfg).items()}
+        weights.update({f"h.{i}.attn.bias": torch.empty(1, 1, 1024, 1024) for i in range(cfg["n_layers"])})
+    assert len(weights) == {"124M": 160, "355M": 24 * 13 + 4}[size]
+    load_weights_into_gpt(model, weights)
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_download_and_load_matches_reference(monkeypatch, mirror, tmp_path, fast):
     weights = hf_weights(gpt2_config("124M", **TINY))
