@@ -43,9 +43,11 @@ def _where(index: int, cell) -> str:
     return f"cell {index} ({cell.cell_type}: {first!r})"
 
 
-pytestmark = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+every_notebook = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+HEAVY_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith(HEAVY)]
 
 
+@every_notebook
 def test_valid_nbformat_with_python3_kernel(path):
     nb = _nb(path)
     nbformat.validate(nb)
@@ -55,6 +57,7 @@ def test_valid_nbformat_with_python3_kernel(path):
     )
 
 
+@every_notebook
 def test_opening_cells(path):
     cells = _nb(path).cells
     assert len(cells) >= 3, f"{path.name}: fewer than the three opening cells (tools.headers.header_cells)"
@@ -78,6 +81,7 @@ def test_opening_cells(path):
     )
 
 
+@every_notebook
 def test_no_absolute_paths(path):
     found = []
     for i, cell in enumerate(_nb(path).cells):
@@ -89,6 +93,7 @@ def test_no_absolute_paths(path):
     assert not found, f"{path.name} holds absolute paths:\n" + "\n".join(found[:10])
 
 
+@every_notebook
 def test_executed_top_to_bottom_without_errors(path):
     problems, counts = [], []
     for i, cell in enumerate(_nb(path).cells):
@@ -111,6 +116,7 @@ def test_executed_top_to_bottom_without_errors(path):
     assert not problems, f"{path.name}: re-execute it with tools/execute.py\n" + "\n".join(problems)
 
 
+@every_notebook
 def test_no_widget_state_or_progress_walls(path):
     nb = _nb(path)
     problems = []
@@ -129,9 +135,8 @@ def test_no_widget_state_or_progress_walls(path):
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
 
 
+@pytest.mark.parametrize("path", HEAVY_NOTEBOOKS, ids=[p.name for p in HEAVY_NOTEBOOKS])
 def test_heavy_chapters_read_smoke_flag_first(path):
-    if not path.name.startswith(HEAVY):
-        pytest.skip("only chapters 05-07 have a smoke mode")
     code = [(i, c) for i, c in enumerate(_nb(path).cells) if c.cell_type == "code"][2:]  # after install + versions
     using = [(i, c) for i, c in code if "SMOKE" in c.source]
     assert using, f"{path.name}: no cell reads the smoke flag; add `{SMOKE_LINE}` to the first config cell"
