@@ -1,43 +1,21 @@
 """Notebook 07 and utils.instruct must agree: format_input, InstructionDataset and custom_collate_fn are pulled out
-of the notebook's cells (the definition only, via ast) and compared with the utils versions on the same input."""
+of the notebook (tests/nbextract.py: its imports and those definitions only) and compared with the utils versions on the same input."""
 
-import ast
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import Dataset
+from nbextract import extract
 
 from utils import fetch, gpt2_tokenizer, instruct
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_instruction_finetuning.ipynb"
-
-
-def notebook_definitions(*names):
-    """Exec the notebook's `def`/`class` of each name (in notebook order) in one namespace and return it."""
-    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-    namespace = {"torch": torch, "Dataset": Dataset}
-    found = set()
-    for cell in cells:
-        if cell["cell_type"] != "code":
-            continue
-        source = "".join(cell["source"])
-        lines = [line for line in source.split("\n") if not line.startswith(("%", "!"))]
-        tree = ast.parse("\n".join(lines))
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names and node.name not in found:
-                exec(compile(ast.Module([node], type_ignores=[]), str(NOTEBOOK), "exec"), namespace)
-                found.add(node.name)
-    missing = set(names) - found
-    assert not missing, f"the notebook no longer defines {sorted(missing)}"
-    return namespace
+NOTEBOOK = "07_instruction_finetuning.ipynb"
 
 
 @pytest.fixture(scope="module")
 def nb():
-    return notebook_definitions("format_input", "InstructionDataset", "custom_collate_fn")
+    return extract(NOTEBOOK, "format_input", "InstructionDataset", "custom_collate_fn")
 
 
 @pytest.fixture(scope="module")
