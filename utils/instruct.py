@@ -179,7 +179,7 @@ def generate_responses(model, entries, tokenizer, path, *, context_size, max_new
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = model_fingerprint(model)
-    results = [dict(e) for e in entries]
+    results = [{k: v for k, v in e.items() if k not in ("model_response", "response_model")} for e in entries]
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
