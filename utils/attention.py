@@ -61,16 +61,19 @@ class MultiHeadAttention(nn.Module):
             self.cache_k, self.cache_v = keys, values
             self.cache_pos += num_tokens
         num_keys = keys.shape[2]
-        # query i (absolute position start + i) may attend to keys 0 .. start + i
-        mask_bool = self.mask.bool()[start : start + num_tokens, :num_keys]  # (num_tokens, num_keys)
 
         if self.fast:
             p = self.dropout.p if self.training else 0.0
-            if num_keys == num_tokens:
+            if num_keys == num_tokens:  # no cached keys: plain causal attention, no mask tensor needed
                 context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)
+            elif num_tokens == 1:  # one new token after the cache: it may attend to every key
+                context = F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
             else:
-                context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=~mask_bool, dropout_p=p)
+                allowed = self.mask[start : start + num_tokens, :num_keys] == 0  # (num_tokens, num_keys)
+                context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=p)
         else:
+            # query i (absolute position start + i) may attend to keys 0 .. start + i
+            mask_bool = self.mask.bool()[start : start + num_tokens, :num_keys]  # (num_tokens, num_keys)
             attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_keys)
             attn_scores.masked_fill_(mask_bool, -torch.inf)
             attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)

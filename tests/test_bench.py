@@ -1,0 +1,71 @@
+"""bench/speed.py runs end to end on a tiny model (no timing assertions: the machine is shared)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils import GPT_CONFIG_124M, GPTModel
+
+SPEC = importlib.util.spec_from_file_location("speed", Path(__file__).resolve().parents[1] / "bench" / "speed.py")
+speed = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(speed)
+
+TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_and_report_tiny(capsys):
+    res = speed.run(TINY, steps=1, warmup=1, new_tokens=5, gen_reps=1, matmul_n=64, log=lambda *a: None)
+    assert res["max_diff"] < 1e-4  # book and fast paths agree
+    assert len(res["train"]["book"]) == len(res["train"]["fast"]) == 1
+    assert len(res["gen"]["cache"]) == 2 and len(res["gen"]["no_cache"]) == 1  # cache, none, cache
+    assert res["gen"]["tokens"].shape == (1, 4 + 5)  # prompt + new tokens
+    for key in ("fast_speedup", "cache_speedup", "mfu", "mfu_best"):
+        assert res[key] > 0 and res[key] == res[key]  # positive, not NaN
+    assert set(res["attention"]) == {0.1, 0.0}
+    speed.report(res)
+    out = capsys.readouterr().out
+    for text in ("fast/book =", "KV cache speed-up =", "of median matmul", "SDPA kernel on this CPU"):
+        assert text in out
+
+
+def test_flop_params_leaves_out_embedding_tables():
+    torch.manual_seed(123)
+    model = GPTModel(TINY)
+    total = sum(p.numel() for p in model.parameters())
+    assert speed.flop_params(model) == total - 100 * 32 - 16 * 32
+
+
+def test_check_same_outputs_catches_a_difference():
+    torch.manual_seed(123)
+    model = GPTModel(TINY)
+    inputs = torch.randint(0, 100, (2, 16))
+    assert speed.check_same_outputs(model, inputs) < 1e-4
+    with torch.no_grad():
+        model.trf_blocks[0].att.mask.zero_()  # the book's path now sees the future; the fast path (is_causal) does not
+    with pytest.raises(AssertionError, match="differ"):
+        speed.check_same_outputs(model, inputs)
+
+
+def test_generation_longer_than_context_is_refused():
+    torch.manual_seed(123)
+    model = GPTModel(TINY)
+    with pytest.raises(ValueError, match="exceed the context length"):
+        speed.time_generation(model, torch.tensor([[1, 2, 3, 4]]), new_tokens=13)
+
+
+def test_main_quick_flags_parse(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(speed, "run", lambda cfg, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(speed, "report", lambda res: None)
+    speed.main(["--quick", "--threads", "1"])
+    assert seen["steps"] == 2 and seen["new_tokens"] == 50 and seen["gen_reps"] == 1
