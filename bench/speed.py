@@ -9,8 +9,8 @@
 Measurements alternate (A, B, A, B, ...) after warm-up, so load from other processes hits both sides;
 medians and ratios are printed. On a shared machine the absolute numbers are noisy; the ratios less so.
 
-    python bench/speed.py            # about 2-5 minutes on a 2-core CPU
-    python bench/speed.py --quick    # about a minute: fewer steps, 50 new tokens
+    python bench/speed.py            # about 3-5 minutes on a busy 2-core CPU
+    python bench/speed.py --quick    # about 1.5 minutes: 2 steps, 50 new tokens
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# OpenMP threads that spin while waiting steal the CPU from the thread doing the work when other processes share
+# the cores: generation (many small ops) ran 5-10x slower on a busy 2-core machine. Passive waiting avoids that;
+# it must be set before torch loads OpenMP. `OMP_WAIT_POLICY=ACTIVE python bench/speed.py` for the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `import utils`
 
@@ -247,16 +252,16 @@ def report(res: dict, log=print) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps per path (default 5; quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per path (default 3; quick 2)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 200; quick 50)")
-    parser.add_argument("--gen-reps", type=int, default=None, help="runs without the cache (default 2; quick 1)")
+    parser.add_argument("--gen-reps", type=int, default=None, help="runs without the cache, each between two with it (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, "
                         "capped at the usable CPUs)")
-    parser.add_argument("--quick", action="store_true", help="a fast run: 2 steps, 50 new tokens, 1 rep")
+    parser.add_argument("--quick", action="store_true", help="a fast run: 2 steps, 50 new tokens")
     args = parser.parse_args(argv)
-    steps = args.steps or (2 if args.quick else 5)
+    steps = args.steps or (2 if args.quick else 3)
     new_tokens = args.new_tokens or (50 if args.quick else 200)
-    gen_reps = args.gen_reps or (1 if args.quick else 2)
+    gen_reps = args.gen_reps or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     elif torch.get_num_threads() > usable_cpus():  # oversubscribed threads spin against each other
@@ -264,7 +269,7 @@ def main(argv=None) -> dict:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {usable_cpus()} usable CPUs, "
-          f"CPU: {cpu_model()}, load average {load:.1f} at start")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, CPU: {cpu_model()}, load average {load:.1f} at start")
     print("GPTModel 124M (GPT_CONFIG_124M, context_length 256), fp32, seed 123")
     start = time.perf_counter()
     res = run(BENCH_CONFIG, steps=steps, warmup=1, new_tokens=new_tokens, gen_reps=gen_reps)

@@ -69,3 +69,5 @@ def test_main_quick_flags_parse(monkeypatch):
     monkeypatch.setattr(speed, "report", lambda res: None)
     speed.main(["--quick", "--threads", "1"])
     assert seen["steps"] == 2 and seen["new_tokens"] == 50 and seen["gen_reps"] == 1
+    speed.main(["--steps", "4", "--new-tokens", "7"])
+    assert seen["steps"] == 4 and seen["new_tokens"] == 7
