@@ -31,7 +31,7 @@ def test_run_and_report_tiny(capsys):
     assert res["gen"]["tokens"].shape == (1, 4 + 5)  # prompt + new tokens
     for key in ("fast_speedup", "cache_speedup", "mfu", "mfu_best"):
         assert res[key] > 0 and res[key] == res[key]  # positive, not NaN
-    assert set(res["attention"]) == {0.1, 0.0}
+    assert set(res["attention"]) == {(16, 0.1), (16, 0.0), (64, 0.0)}  # (num_tokens, dropout)
     speed.report(res)
     out = capsys.readouterr().out
     for text in ("fast/book =", "KV cache speed-up =", "of median matmul", "SDPA kernel on this CPU"):
