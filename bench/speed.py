@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 # OpenMP threads that spin while waiting steal the CPU from the thread doing the work when other processes share
-# the cores: generation (many small ops) ran 5-10x slower on a busy 2-core machine. Passive waiting avoids that;
+# the cores: generation (many small ops) ran about 8x slower on a busy 2-core machine. Passive waiting avoids that;
 # it must be set before torch loads OpenMP. `OMP_WAIT_POLICY=ACTIVE python bench/speed.py` for the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
