@@ -178,6 +178,12 @@ def test_prompt_longer_than_context_is_truncated_with_a_warning(tokenizer):
     assert isinstance(response, str)
 
 
+@pytest.mark.parametrize("max_new_tokens", [1, 2])
+def test_response_of_one_or_two_tokens(tokenizer, max_new_tokens):
+    response = generate_response(tiny_model(), ENTRY_NO_INPUT, tokenizer, context_size=64, max_new_tokens=max_new_tokens)
+    assert isinstance(response, str)
+
+
 def test_responses_are_saved_as_they_come_and_a_rerun_resumes(tokenizer, tmp_path, monkeypatch):
     model = tiny_model()
     entries = [dict(ENTRY_WITH_INPUT, instruction=f"Task {i}.") for i in range(4)]

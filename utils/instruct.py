@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .generate import generate, text_to_token_ids, token_ids_to_text
+from .generate import generate, text_to_token_ids
 
 PAD_TOKEN_ID = 50256  # <|endoftext|>, GPT-2's only special token, doubles as padding
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips targets with this value
@@ -152,7 +152,7 @@ def generate_response(model, entry, tokenizer, *, context_size, max_new_tokens=2
     max_new = min(max_new_tokens, context_size - idx.shape[1])
     model.eval()
     out = generate(model, idx.to(device), max_new, context_size, eos_id=eos_id, use_cache=True)
-    new_text = token_ids_to_text(out[0, idx.shape[1] :], tokenizer)
+    new_text = tokenizer.decode(out[0, idx.shape[1] :].tolist())  # the new tokens only (0, 1 or more)
     return new_text.replace("### Response:", "").strip()
 
 
