@@ -26,13 +26,15 @@ def badge(notebook_name: str) -> str:
 
 def install_source() -> str:
     folder = REPO_URL.rstrip("/").rsplit("/", 1)[-1]
-    return f'''# On Colab only: fetch the repository and its requirements (Colab already has torch), then work in notebooks/
+    # A Colab runtime restart puts the kernel back in /content: clone only once, always change into notebooks/.
+    # Colab already has torch, numpy and matplotlib; the notebooks need only these three more.
+    return f'''# On Colab only: fetch the repository and what the notebooks need, then work in notebooks/
 import os, subprocess, sys
 if "google.colab" in sys.modules and not os.path.isdir("../utils"):
-    subprocess.run(["git", "clone", "-q", "{REPO_URL}", "{folder}"], check=True)
-    reqs = [r for r in open("{folder}/requirements.txt").read().split("\\n") if r and not r.startswith(("#", "torch"))]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *reqs], check=True)
-    os.chdir("{folder}/notebooks")'''
+    if not os.path.isdir("/content/{folder}"):
+        subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tiktoken", "tqdm", "safetensors"], check=True)
+    os.chdir("/content/{folder}/notebooks")'''
 
 
 VERSIONS_SOURCE = '''import sys
