@@ -15,14 +15,6 @@ SPEC.loader.exec_module(speed)
 TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_run_and_report_tiny(capsys):
     res = speed.run(TINY, steps=1, warmup=1, new_tokens=5, gen_reps=1, matmul_n=64, log=lambda *a: None)
     assert res["max_diff"] < 1e-4  # book and fast paths agree

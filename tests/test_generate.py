@@ -10,15 +10,6 @@ from utils import GPT_CONFIG_124M, GPTModel, generate, generate_text_simple, top
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose 10-30x to spinning."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class FixedLogits(torch.nn.Module):
     """A stand-in model whose next-token logits are always `logits` `(vocab_size,)`."""
 

@@ -17,15 +17,6 @@ from utils.gpt2 import check_gpt2_weights, download_and_load_gpt2, gpt2_or_fallb
 TINY = dict(vocab_size=100, context_length=16, emb_dim=32, n_layers=2, n_heads=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose 10-30x to spinning."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def hf_weights(cfg, seed=0):
     """Random tensors named and shaped as in OpenAI's HF file (Conv1D weights `(in, out)`), plus the mask buffers."""
     g = torch.Generator().manual_seed(seed)

@@ -8,15 +8,6 @@ from utils import GPT_CONFIG_124M, GPTModel, MultiHeadAttention, count_parameter
 TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose 10-30x to spinning."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(**overrides):
     torch.manual_seed(123)
     return GPTModel({**TINY, **overrides}).eval()

@@ -21,15 +21,6 @@ TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 3
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine they lose 10-30x to spinning."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def loaders(n_train=6, batch_size=2):
     """Random next-token data: a shuffled train loader (3 batches an epoch) and a val loader."""
     g = torch.Generator().manual_seed(0)
