@@ -1,5 +1,6 @@
 """The README's clone command and Troubleshooting section stay in step with tools/headers.py and utils/assets.py."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -41,7 +42,13 @@ def test_mirror_names_and_addresses_are_the_assets():
 
 
 def test_tiktoken_cache_names_match_conftest():
-    import conftest
-
-    for name, cached in conftest.TIKTOKEN_CACHE_NAMES.items():
+    # read the root conftest's table without importing it (tests/conftest.py shares the module name)
+    tree = ast.parse((ROOT / "conftest.py").read_text(encoding="utf-8"))
+    names = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "TIKTOKEN_CACHE_NAMES"
+    )
+    assert len(names) == 2
+    for name, cached in names.items():
         assert re.search(rf"{re.escape(name)}\]\([^)]*\) as\s+`{cached}`", _section("Troubleshooting")), name
