@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .train import check_finite
+from .train import calc_loss_loader, check_finite
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
@@ -201,13 +201,7 @@ def calc_classifier_loss_batch(input_batch, target_batch, model, device):
 def calc_classifier_loss_loader(data_loader, model, device, num_batches=None):
     """Average classifier loss over the first `num_batches` batches (all if None)."""
     _check_loader(data_loader)
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    total_loss = 0.0
-    for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
-            break
-        total_loss += calc_classifier_loss_batch(input_batch, target_batch, model, device).item()
-    return total_loss / num_batches
+    return calc_loss_loader(data_loader, model, device, num_batches, loss_fn=calc_classifier_loss_batch)
 
 
 def evaluate_classifier(model, train_loader, val_loader, device, eval_iter):

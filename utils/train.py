@@ -39,8 +39,8 @@ def calc_loss_batch(input_batch, target_batch, model, device):
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
 
 
-def calc_loss_loader(data_loader, model, device, num_batches=None):
-    """Average loss over the first `num_batches` batches (all if None)."""
+def calc_loss_loader(data_loader, model, device, num_batches=None, loss_fn=None):
+    """Average loss over the first `num_batches` batches (all if None); `loss_fn` defaults to calc_loss_batch."""
     if len(data_loader) == 0:
         raise ValueError(
             "the data loader is empty: the text is too short for one batch "
@@ -51,7 +51,7 @@ def calc_loss_loader(data_loader, model, device, num_batches=None):
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i >= num_batches:
             break
-        total_loss += calc_loss_batch(input_batch, target_batch, model, device).item()
+        total_loss += (loss_fn or calc_loss_batch)(input_batch, target_batch, model, device).item()
     return total_loss / num_batches
 
 
