@@ -40,6 +40,7 @@ from .model import (
     gpt2_config,
 )
 from .plots import plot_losses, plot_values
+from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
     TrainableTop,
@@ -84,6 +85,7 @@ __all__ = [
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
+    "clip_gradients", "lr_at_step",
     "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
     "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
