@@ -37,6 +37,49 @@ class CorpusError(ValueError):
     """Bad corpus input (missing, empty, not UTF-8, no .txt files, wrong token file); the message names the file."""
 
 
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (ids 0-255) plus `<|endoftext|>` (256): the smallest tokenizer with tiktoken's interface.
+
+    A model over 257 tokens is tiny, so it trains fast; GPT-2's BPE packs about 4 bytes into one token instead.
+    """
+
+    name = "bytes"
+    n_vocab = 257
+    eot_token = 256
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode(self, text: str, allowed_special=frozenset()) -> list[int]:
+        if EOT not in allowed_special and allowed_special != "all":
+            return self.encode_ordinary(text)
+        ids = []
+        for k, part in enumerate(text.split(EOT)):
+            if k:
+                ids.append(self.eot_token)
+            ids.extend(part.encode("utf-8"))
+        return ids
+
+    def decode(self, ids) -> str:
+        out, run = [], bytearray()
+        for i in ids:
+            if i == self.eot_token:
+                out.append(run.decode("utf-8", errors="replace") + EOT)
+                run = bytearray()
+            else:
+                run.append(int(i))
+        return "".join(out) + run.decode("utf-8", errors="replace")
+
+
+def get_tokenizer(name: str = "gpt2"):
+    """'bytes' -> ByteTokenizer(), anything else -> tiktoken.get_encoding(name) (e.g. 'gpt2')."""
+    if name == "bytes":
+        return ByteTokenizer()
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
 def _default_tokenizer():
     from .tokenizer import gpt2_tokenizer
 
@@ -357,11 +400,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Tokenize a text file or a folder of .txt files into a token file.")
     parser.add_argument("--data", required=True, help="a UTF-8 text file or a folder of .txt files")
     parser.add_argument("--out", required=True, help="the token file to write, e.g. runs/mine/tokens.bin")
-    parser.add_argument("--tokenizer", default="gpt2", help="a tiktoken encoding name (default gpt2)")
+    parser.add_argument("--tokenizer", default="gpt2", help="'bytes' or a tiktoken encoding name (default gpt2)")
     args = parser.parse_args(argv)
-    import tiktoken
-
-    token_file = build_token_file(args.data, args.out, tiktoken.get_encoding(args.tokenizer))
+    token_file = build_token_file(args.data, args.out, get_tokenizer(args.tokenizer))
     print(token_file)
 
 
