@@ -28,6 +28,16 @@ from .instruct import (
     rouge_l_f1,
     split_data,
 )
+from .lora import (
+    LinearWithLoRA,
+    LoRALayer,
+    load_lora,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    replace_linear_with_lora,
+    save_lora,
+)
 from .model import (
     GELU,
     GPT_CONFIG_124M,
@@ -82,6 +92,8 @@ __all__ = [
     "GPTDatasetV1", "create_dataloader_v1",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
+    "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
+    "replace_linear_with_lora", "save_lora",
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
