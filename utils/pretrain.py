@@ -37,6 +37,7 @@ from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
     "tiny": {"emb_dim": 64, "n_layers": 2, "n_heads": 2},  # a few seconds per hundred steps on a laptop CPU
+    "small": {"emb_dim": 256, "n_layers": 4, "n_heads": 4},  # minutes on a laptop CPU for a book-sized corpus
     "124M": MODEL_SIZES["124M"],
     "355M": MODEL_SIZES["355M"],
 }
@@ -93,7 +94,7 @@ class _Ranks:
 
 
 def model_config(model: str, vocab_size: int, context_length: int, drop_rate: float) -> dict:
-    """The GPTModel config of size `model` ('tiny', '124M', '355M') for this tokenizer and context length."""
+    """The GPTModel config of size `model` ('tiny', 'small', '124M', '355M') for this tokenizer and context length."""
     if model not in MODELS:
         raise ValueError(f"model={model!r} is not a known size: choose one of {', '.join(MODELS)}")
     return {**GPT_CONFIG_124M, **MODELS[model], "vocab_size": vocab_size, "context_length": context_length,
