@@ -2,6 +2,16 @@
 
 from .assets import ASSETS, AssetError, data_dir, fetch
 from .attention import MultiHeadAttention
+from .corpus import (
+    ByteTokenizer,
+    CorpusError,
+    TokenFile,
+    TokenWindows,
+    build_token_file,
+    get_tokenizer,
+    train_val_windows,
+    write_series_corpus,
+)
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
     generate,
@@ -86,6 +96,8 @@ from .train import (
 __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
+    "ByteTokenizer", "CorpusError", "TokenFile", "TokenWindows", "build_token_file", "get_tokenizer", "train_val_windows",
+    "write_series_corpus",
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
