@@ -72,9 +72,14 @@ class ByteTokenizer:
 
 
 def get_tokenizer(name: str = "gpt2"):
-    """'bytes' -> ByteTokenizer(), anything else -> tiktoken.get_encoding(name) (e.g. 'gpt2')."""
+    """'bytes' -> ByteTokenizer(); a folder -> the BPETokenizer saved there (utils.bpe, notebook 02b);
+    anything else -> tiktoken.get_encoding(name) (e.g. 'gpt2')."""
     if name == "bytes":
         return ByteTokenizer()
+    if Path(name).is_dir():
+        from .bpe import BPETokenizer  # a tokenizer trained on your own text and saved with .save(folder)
+
+        return BPETokenizer.load(name)
     import tiktoken
 
     return tiktoken.get_encoding(name)

@@ -423,7 +423,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--prompt", default="Every effort moves you", help="start of the sample printed after each epoch")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (default), another tiktoken encoding, or bytes (257 tokens)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (default), another tiktoken encoding, bytes (257 tokens), or the folder of a saved "
+                   "utils.bpe.BPETokenizer (trained on your text, notebook 02b)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best there is)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after step N as if interrupted (try --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or logs")
