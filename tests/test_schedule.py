@@ -38,7 +38,7 @@ def test_last_step_is_just_above_min_and_floor_is_min():
 def test_same_floats_as_the_books_loop():
     inc = (1e-3 - 1e-5) / 27
     by_hand = [1e-5 + s * inc if s < 27
-               else 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * (s - 27) / (135 - 27))) for s in range(135)]
+               else 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * ((s - 27) / (135 - 27)))) for s in range(135)]
     assert [lr_at_step(s, **BOOK) for s in range(135)] == by_hand  # exactly, not approximately
 
 
