@@ -70,6 +70,7 @@ from .spam import (
 )
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
+    CheckpointError,
     NonFiniteLossError,
     calc_loss_batch,
     calc_loss_loader,
@@ -77,8 +78,11 @@ from .train import (
     generate_and_print_sample,
     get_device,
     load_checkpoint,
+    load_weights,
     perplexity,
+    read_checkpoint,
     save_checkpoint,
+    save_weights,
     set_seed,
     train_model_simple,
 )
@@ -104,4 +108,5 @@ __all__ = [
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
+    "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
 ]
