@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # the repo root, for `import utils` and the offli
 RANK, ALPHA = 16, 16
 BATCH_SIZE = 8  # chapter 7's
 TARGET_SPEEDUP, TARGET_STATE_SAVING = 1.4, 0.60
+TINY = {"emb_dim": 32, "n_heads": 2, "n_layers": 2}  # `--sizes tiny`: a check that the script runs (tests)
 
 
 def chapter7_batches(n):
@@ -70,7 +71,7 @@ def worker(size, mode, steps, threads):
     torch.set_num_threads(threads)
     batches = chapter7_batches(steps + 1)
     torch.manual_seed(123)
-    model = GPTModel(gpt2_config(size, drop_rate=0.0))
+    model = GPTModel(gpt2_config("124M", drop_rate=0.0, **TINY) if size == "tiny" else gpt2_config(size, drop_rate=0.0))
     if mode == "lora":
         for p in model.parameters():
             p.requires_grad = False
@@ -136,7 +137,7 @@ def gb(n):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["124M", "355M"])
+    parser.add_argument("--sizes", nargs="+", default=["124M", "355M"], choices=["124M", "355M", "774M", "1558M", "tiny"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per way (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="torch threads per worker (the two workers run at the same time)")
