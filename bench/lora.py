@@ -62,8 +62,12 @@ def chapter7_batches(n):
     return batches
 
 
-def worker(size, mode, steps, threads):
-    """One way of finetuning one size: time `steps` steps after a warm-up step; print one JSON line."""
+def worker(size, mode, steps, threads, meta=False):
+    """One way of finetuning one size: time `steps` steps after a warm-up step; print one JSON line.
+
+    `meta`: build and step the model on PyTorch's meta device (shapes only): exact byte counts of the training
+    state without allocating it; no time and no RSS worth reporting.
+    """
     import torch
 
     from utils import GPTModel, calc_loss_batch, gpt2_config, replace_linear_with_lora
@@ -71,7 +75,8 @@ def worker(size, mode, steps, threads):
     torch.set_num_threads(threads)
     batches = chapter7_batches(steps + 1)
     torch.manual_seed(123)
-    model = GPTModel(gpt2_config("124M", drop_rate=0.0, **TINY) if size == "tiny" else gpt2_config(size, drop_rate=0.0))
+    with torch.device("meta" if meta else "cpu"):
+        model = GPTModel(gpt2_config("124M", drop_rate=0.0, **TINY) if size == "tiny" else gpt2_config(size, drop_rate=0.0))
     if mode == "lora":
         for p in model.parameters():
             p.requires_grad = False
@@ -79,7 +84,7 @@ def worker(size, mode, steps, threads):
         replace_linear_with_lora(model, rank=RANK, alpha=ALPHA)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)
     model.train()
-    cpu = torch.device("cpu")
+    cpu = torch.device("meta" if meta else "cpu")
     parts = {"forward": [], "backward": [], "optimizer": [], "step": []}
     for i, (inputs, targets) in enumerate(batches):
         t0 = time.perf_counter()
@@ -100,7 +105,7 @@ def worker(size, mode, steps, threads):
     params = list(model.parameters())
     moments = [v for state in optimizer.state.values() for k, v in state.items() if k in ("exp_avg", "exp_avg_sq")]
     print(json.dumps({
-        "size": size, "mode": mode, "threads": threads,
+        "size": size, "mode": mode, "threads": threads, "meta": meta,
         "tokens": [int(x.numel()) for x, _ in batches[1:]],
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "seconds": {k: statistics.median(v) for k, v in parts.items()},
@@ -111,11 +116,12 @@ def worker(size, mode, steps, threads):
     }), flush=True)
 
 
-def run_pair(size, steps, threads, one_at_a_time=False):
+def run_pair(size, steps, threads, one_at_a_time=False, meta=False):
     """Run the full and the LoRA worker (at the same time, or one after the other); return their results."""
     def start(mode):
         return subprocess.Popen(
-            [sys.executable, __file__, "--worker", size, mode, "--steps", str(steps), "--threads", str(threads)],
+            [sys.executable, __file__, "--worker", size, mode, "--steps", str(steps), "--threads", str(threads)]
+            + (["--meta"] if meta else []),
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
 
@@ -143,19 +149,21 @@ def main():
                         help="torch threads per worker (the two workers run at the same time)")
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="run the two workers one after the other (less memory at once; load may then differ)")
+    parser.add_argument("--meta", action="store_true",
+                        help="training-state bytes only, counted on the meta device (no memory, no time, no RSS)")
     parser.add_argument("--worker", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.worker:
-        worker(*args.worker, args.steps, args.threads)
+        worker(*args.worker, args.steps, args.threads, args.meta)
         return
 
     print(f"chapter-7 batches of {BATCH_SIZE}, AdamW; LoRA rank {RANK}, alpha {ALPHA}; 1 warm-up + {args.steps} timed "
           f"steps per way; {'one way after the other' if args.one_at_a_time else 'both ways at once'}, "
           f"{args.threads} thread(s) each")
     for size in args.sizes:
-        r = run_pair(size, args.steps, args.threads, args.one_at_a_time)
+        r = run_pair(size, args.steps, args.threads, args.one_at_a_time, args.meta)
         full, lora = r["full"], r["lora"]
         print(f"\nGPT-2 {size} layout, random weights; tokens per timed batch: {full['tokens']}")
         print(f"{'':10}{'trainable':>13}{'s/step':>8}{'fwd':>7}{'bwd':>7}{'optim':>7}"
@@ -171,6 +179,10 @@ def main():
         state_lora = lora["param_bytes"] + lora["grad_bytes"] + lora["moment_bytes"]
         saving = 1 - state_lora / state_full
         rss_saving = 1 - lora["peak_rss_bytes"] / full["peak_rss_bytes"]
+        if args.meta:
+            print(f"LoRA vs full (meta device: sizes only): training state {saving:.0%} smaller "
+                  f"(target >= {TARGET_STATE_SAVING:.0%})")
+            continue
         print(f"LoRA vs full: {speedup:.2f}x faster per step (target >= {TARGET_SPEEDUP}x), "
               f"training state {saving:.0%} smaller (target >= {TARGET_STATE_SAVING:.0%}), peak RSS {rss_saving:.0%} smaller")
 
