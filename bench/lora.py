@@ -10,7 +10,7 @@ other processes hits both alike. Each worker is its own process, so its peak RSS
 Prints the median seconds per optimizer step (split into forward, backward and optimizer), the training state
 (parameters + gradients + AdamW moments) and the peak RSS of each, and the ratios.
 
-    python bench/lora.py                      # 124M and 355M, 1 warm-up + 3 timed steps each: a few minutes
+    python bench/lora.py                      # 124M and 355M, 1 warm-up + 3 timed steps each (~25 min, busy 2-core CPU)
     python bench/lora.py --sizes 124M --steps 5
     python bench/lora.py --one-at-a-time      # when memory is short (355M full finetuning alone peaks near 7 GB)
 """
