@@ -291,10 +291,9 @@ class BPETokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if allowed_special == "all":
             allowed_special = self.special_tokens_set
-        allowed_special = set(allowed_special)
-        unknown = allowed_special - self.special_tokens_set
-        if unknown:
-            raise ValueError(f"allowed_special={sorted(unknown)!r}: not special tokens of {self.name!r} ({sorted(self._special)})")
+        elif isinstance(allowed_special, str):
+            raise TypeError(f"allowed_special={allowed_special!r}: pass a set, e.g. {{{allowed_special!r}}}, or 'all'")
+        allowed_special = set(allowed_special) & self.special_tokens_set  # tiktoken ignores names it does not have
         if disallowed_special == "all":
             disallowed_special = self.special_tokens_set - allowed_special
         if disallowed_special:
