@@ -35,6 +35,8 @@ GPT2_FILES = {
     ),
 }
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # what `save` writes: the same formats as GPT-2's two files
+GPT2_SPECIALS = {ENDOFTEXT, "<|startoftext|>"}  # the entries of GPT-2's encoder.json no merge makes (as tiktoken)
+MAX_SPECIAL_TOKENS = 256  # more entries beyond the merges than this: a truncated or mismatched merges file
 _CACHE_LIMIT = 500_000  # pieces remembered by encode before the cache starts over
 
 
@@ -150,6 +152,8 @@ def _check_special_tokens(special_tokens) -> tuple[str, ...]:
     for s in specials:
         if not isinstance(s, str) or not s:
             raise TypeError(f"special_tokens: {s!r} is not a non-empty string")
+    if len(specials) > MAX_SPECIAL_TOKENS:
+        raise ValueError(f"special_tokens: {len(specials)} tokens; at most {MAX_SPECIAL_TOKENS} are supported")
     if len(set(specials)) != len(specials):
         raise ValueError(f"special_tokens={specials!r} holds a token twice")
     return specials
@@ -392,10 +396,12 @@ class BPETokenizer:
         bpe_text = gpt2_file("vocab.bpe").decode("utf-8") if vocab_bpe is None else _read(vocab_bpe, "vocab_bpe")
         enc_where = "tiktoken's cached encoder.json" if encoder_json is None else str(encoder_json)
         bpe_where = "tiktoken's cached vocab.bpe" if vocab_bpe is None else str(vocab_bpe)
-        return cls._from_texts(enc_text, bpe_text, enc_where, bpe_where, name)
+        return cls._from_texts(enc_text, bpe_text, enc_where, bpe_where, name, GPT2_SPECIALS)
 
     @classmethod
-    def _from_texts(cls, enc_text: str, bpe_text: str, enc_where: str, bpe_where: str, name: str) -> BPETokenizer:
+    def _from_texts(
+        cls, enc_text: str, bpe_text: str, enc_where: str, bpe_where: str, name: str, specials_allowed=None
+    ) -> BPETokenizer:
         try:
             encoder = json.loads(enc_text)
         except json.JSONDecodeError as exc:
@@ -438,8 +444,13 @@ class BPETokenizer:
             merges.append((a, b))
             str_to_id[joined] = want
         specials = sorted(((i, k) for k, i in encoder.items() if k not in str_to_id), key=lambda t: t[0])
+        if len(specials) > MAX_SPECIAL_TOKENS:
+            raise ValueError(
+                f"{enc_where} has {len(specials)} entries beyond the merges of {bpe_where} (special tokens: at most "
+                f"{MAX_SPECIAL_TOKENS}): the merges file is truncated or the two files do not belong together"
+            )
         for j, (i, k) in enumerate(specials):
-            if i != 256 + len(merges) + j:
+            if (specials_allowed is not None and k not in specials_allowed) or i != 256 + len(merges) + j:
                 raise ValueError(
                     f"{enc_where}: {k!r} (id {i}) is neither a byte, nor made by a merge of {bpe_where}, nor a special "
                     f"token right after the merges (id {256 + len(merges) + j}): the two files do not belong together"
