@@ -5,6 +5,7 @@ GPT-2's encoder.json and vocab.bpe come from tiktoken's cache (the root conftest
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 import json
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nbextract import code_cells, extract
 
 from utils import BPETokenizer, GPTDatasetV1
-from utils.bpe import ENDOFTEXT, gpt2_file, pretokenize, train_merges
+from utils.bpe import ENDOFTEXT, GPT2_PATTERN, gpt2_file, pretokenize, train_merges
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -312,3 +314,16 @@ def test_bench_runs_quickly(capsys):
     out = capsys.readouterr().out
     for line in ("ids identical to tiktoken", "tiktoken / ours:", "naive / ours:"):
         assert line in out
+
+
+# --- the notebook's teaching trainer agrees with utils.bpe -----------------------------------------------------
+
+
+def test_notebook_02b_trainer_agrees_with_utils():
+    assigned = [node.value for module in code_cells("02b_bpe_from_scratch.ipynb") for node in module.body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "GPT2_PATTERN"]
+    assert len(assigned) == 1 and ast.literal_eval(assigned[0]) == GPT2_PATTERN
+    ns = extract("02b_bpe_from_scratch.ipynb", "get_stats", "merge", "train_bpe", namespace={"GPT2_PATTERN": GPT2_PATTERN})
+    text = SAMPLE + f"{ENDOFTEXT} Zażółć gęślą jaźń 😀😀 42 42"
+    assert ns["train_bpe"](text, 320) == BPETokenizer.train(text, 320).merges
+    assert ns["merge"]([1, 2, 2, 1, 2], (1, 2), 9) == [9, 2, 9]
