@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from nbextract import code_cells, extract
 
 from utils import BPETokenizer, GPTDatasetV1
+from utils import bpe as bpe_module
 from utils.bpe import ENDOFTEXT, GPT2_PATTERN, gpt2_file, pretokenize, train_merges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,6 +157,25 @@ def test_property_trained_tokenizer_round_trips(text):
 @given(st.lists(st.integers(0, 299), max_size=40))
 def test_property_trained_decode_never_raises(ids):
     assert isinstance(small().decode(ids), str)
+
+
+@pytest.mark.parametrize("text", ["a" * 20000, "ab" * 5000, "1234567890" * 1000, " " * 20000 + "x", "é" * 3000])
+def test_long_pieces_as_tiktoken(text):
+    assert ours().decode(same_as_tiktoken(text)) == text  # merged with a heap, not rescanned (quadratic) per merge
+
+
+@FAST
+@given(st.binary(max_size=400) | st.text(alphabet="ab e\n", max_size=400).map(str.encode))
+def test_property_heap_merge_equals_the_simple_loop(word):
+    tok = ours()
+    heap_ids = tok._bpe_long(word)
+    assert b"".join(tok.decode_single_token_bytes(i) for i in heap_ids) == word
+    if word and word not in tok._ranks:  # (a whole-word token is returned at once, by both)
+        limit, bpe_module._LONG_PIECE = bpe_module._LONG_PIECE, 10**9  # make _bpe take its simple loop
+        try:
+            assert tok._bpe(word) == heap_ids
+        finally:
+            bpe_module._LONG_PIECE = limit
 
 
 def test_special_tokens_allowed_and_disallowed():
