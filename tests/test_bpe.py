@@ -159,6 +159,12 @@ def test_property_trained_decode_never_raises(ids):
     assert isinstance(small().decode(ids), str)
 
 
+def test_lone_surrogates_replaced_as_tiktoken():
+    for text in ["\ud800abc", f"x\udfff {ENDOFTEXT}"]:
+        same_as_tiktoken(text, allowed_special="all")
+        assert ours().encode_ordinary(text) == theirs().encode_ordinary(text)
+
+
 @pytest.mark.parametrize("text", ["a" * 20000, "ab" * 5000, "1234567890" * 1000, " " * 20000 + "x", "é" * 3000])
 def test_long_pieces_as_tiktoken(text):
     assert ours().decode(same_as_tiktoken(text)) == text  # merged with a heap, not rescanned (quadratic) per merge
