@@ -235,6 +235,11 @@ def test_incremental_training_equals_naive_recount():
     assert fast == bench_bpe.train_merges_naive(counts, 150)
 
 
+def test_pretokenize_in_chunks_counts_the_same():
+    text = SAMPLE + "  x\n\n  y 12 ab's  " * 20
+    assert pretokenize(text, chunk_chars=7) == pretokenize(text, chunk_chars=10**9)
+
+
 def test_save_load_identical_ids(tmp_path):
     tok = BPETokenizer.train(SAMPLE + " 😀 é 中文 \x00\x7f", 330)
     folder = tok.save(tmp_path / "my-tokenizer")

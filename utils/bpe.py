@@ -85,15 +85,33 @@ def merge_pair(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[i
     return out
 
 
-def pretokenize(text: str, special_tokens: Iterable[str] = (), pattern: str = GPT2_PATTERN) -> Counter:
+def pretokenize(
+    text: str, special_tokens: Iterable[str] = (), pattern: str = GPT2_PATTERN, chunk_chars: int = 1 << 20
+) -> Counter:
     """Counts of the pre-tokenizer's pieces of `text` (as bytes); special tokens are cut out, never learned."""
     specials = sorted(special_tokens, key=len, reverse=True)
     parts = regex.split("|".join(regex.escape(s) for s in specials), text) if specials else [text]
     pat = regex.compile(pattern)
     counts = Counter()
     for part in parts:
-        counts.update(pat.findall(part))
+        for chunk in _chunks(part, chunk_chars) if pattern == GPT2_PATTERN else [part]:
+            counts.update(pat.findall(chunk))
     return Counter({piece.encode("utf-8"): n for piece, n in counts.items()})
+
+
+_SAFE_CUT = regex.compile(r"(?<=[^\s]) (?=\p{L})")  # before " word" after a non-space: never inside a GPT-2 piece
+
+
+def _chunks(text: str, size: int):
+    """`text` in pieces of about `size` characters, cut only where the pre-tokenizer cuts anyway (memory stays flat)."""
+    start = 0
+    while len(text) - start > size:
+        cut = _SAFE_CUT.search(text, start + size)
+        if cut is None:
+            break
+        yield text[start : cut.start()]
+        start = cut.start()
+    yield text[start:]
 
 
 def train_merges(word_counts: dict[bytes, int], n_merges: int, start_id: int = 256):
