@@ -1,6 +1,6 @@
 """Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
 
-from .assets import ASSETS, AssetError, data_dir, fetch
+from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
@@ -15,6 +15,9 @@ from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gp
 from .instruct import (
     InstructionDataset,
     OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
@@ -95,4 +98,5 @@ __all__ = [
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
+    "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
 ]
