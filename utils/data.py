@@ -23,7 +23,7 @@ class GPTDatasetV1(Dataset):
     def __init__(self, txt: str, tokenizer, max_length: int, stride: int):
         if not isinstance(txt, str):
             raise TypeError(f"txt must be a str (the training text), got {type(txt).__name__}")
-        if not callable(getattr(tokenizer, "encode", None)):
+        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
             raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
         if not _is_int(max_length) or max_length <= 0:
             raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}: use e.g. max_length=256")

@@ -13,7 +13,7 @@ def _is_int(value) -> bool:
 
 
 def _check_tokenizer(tokenizer, method: str) -> None:
-    if not callable(getattr(tokenizer, method, None)):
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, method, None)):
         raise TypeError(f"tokenizer must have a {method} method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
 
 

@@ -130,7 +130,7 @@ class InstructionDataset(Dataset):
 
     def __init__(self, data, tokenizer):
         check_entries(data)
-        if not callable(getattr(tokenizer, "encode", None)):
+        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
             raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
         for i, entry in enumerate(data):
             for key in ("instruction", "input", "output"):

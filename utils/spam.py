@@ -166,7 +166,7 @@ class SpamDataset(Dataset):
     """
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, context_length=None):
-        if not callable(getattr(tokenizer, "encode", None)):
+        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
             raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
         if max_length is not None and (not _is_int(max_length) or max_length < 1):
             raise ValueError(f"max_length must be at least 1 (a whole number) or None (pad to the longest), got {max_length!r}")
@@ -359,7 +359,7 @@ def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=
             f"the model's output head has {head.out_features} outputs, not the 2 classes (not spam, spam): call "
             "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text"
         )
-    if not callable(getattr(tokenizer, "encode", None)):
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     if END_OF_TEXT in text:
         raise ValueError(f"the message contains the literal text {END_OF_TEXT} (GPT-2's end-of-text marker): "

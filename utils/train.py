@@ -135,7 +135,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     """Greedy continuation of `start_context`, printed on one line."""
     if not isinstance(start_context, str) or not start_context:
         raise ValueError(f"start_context must be a non-empty string (e.g. 'Every effort moves you'), got {start_context!r}")
-    if not callable(getattr(tokenizer, "encode", None)):
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     model.eval()
     context_size = model.pos_emb.weight.shape[0]
@@ -480,7 +480,7 @@ def _check_training_args(model, train_loader, val_loader, optimizer, device, num
     _positive_int(eval_iter, "eval_iter", what=" (the number of batches each evaluation averages over)")
     if start_context is not None and (not isinstance(start_context, str) or not start_context):
         raise ValueError(f"start_context must be a non-empty string or None, got {start_context!r}")
-    if start_context is not None and tokenizer is not None and not callable(getattr(tokenizer, "encode", None)):
+    if start_context is not None and tokenizer is not None and isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     if max_steps is not None:
         _positive_int(max_steps, "max_steps", minimum=0, what=" (None trains every epoch)")
