@@ -198,3 +198,13 @@ def test_a_corrupt_response_cache_is_said_and_regenerated(ctx, capsys):
     assert "could not read the saved responses in responses.json (line 1" in capsys.readouterr().out
     assert json.loads(path.read_text())[0]["model_response"] == out[0]["model_response"]
     assert not list(ctx.tmp.glob("*.tmp"))
+
+
+def test_a_prompt_needs_only_an_instruction():
+    from utils.instruct import format_input
+
+    assert format_input({"instruction": "Name a colour."}).endswith("### Instruction:\nName a colour.")
+    with pytest.raises(ValueError, match="entry has no 'instruction' text"):
+        format_input({"input": "x"})
+    with pytest.raises(TypeError, match="entry must be a dict"):
+        format_input("Name a colour.")

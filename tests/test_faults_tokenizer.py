@@ -72,3 +72,16 @@ def test_fault(tmp_path, monkeypatch, call, error, fragment):
         call()
     assert fragment in str(info.value)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_tokenizer_files_unreachable_is_one_clear_error(monkeypatch):
+    import tiktoken
+
+    from utils.tokenizer import gpt2_tokenizer
+
+    def offline(name):
+        raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(RuntimeError, match="Connect to the internet once, or set TIKTOKEN_CACHE_DIR"):
+        gpt2_tokenizer.__wrapped__()

@@ -92,8 +92,20 @@ def load_instruction_data(path) -> list[dict]:
     return data
 
 
+def _check_prompt_entry(entry) -> None:
+    """An entry that can be turned into a prompt: a dict with an 'instruction' string (and a string 'input', if any)."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"entry must be a dict such as {{'instruction': '...', 'input': ''}}, got {type(entry).__name__}")
+    if not isinstance(entry.get("instruction"), str) or not entry["instruction"].strip():
+        raise ValueError(f"entry has no 'instruction' text (keys: {sorted(entry)}): add one, e.g. "
+                         "{'instruction': 'Rewrite the sentence in passive voice.', 'input': '...'}")
+    if not isinstance(entry.get("input") or "", str):
+        raise ValueError("entry['input'] must be a string (use '' for none)")
+
+
 def format_input(entry: dict) -> str:
     """The book's Alpaca-style prompt: preamble, '### Instruction:' and, if the entry has one, '### Input:'."""
+    _check_prompt_entry(entry)
     instruction_text = (
         "Below is an instruction that describes a task. "
         "Write a response that appropriately completes the request."
@@ -202,7 +214,7 @@ def generate_response(model, entry, tokenizer, *, context_size, max_new_tokens=2
     A prompt that leaves no room in the context is cut to its last tokens with a warning; new tokens are
     limited to what is left of the context window.
     """
-    check_entries([entry])
+    _check_prompt_entry(entry)
     if not _is_int(context_size) or context_size < 2:
         raise ValueError(f"context_size must be the model's context length (a whole number >= 2), got {context_size!r}")
     if not _is_int(max_new_tokens) or max_new_tokens < 1:

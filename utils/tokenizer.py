@@ -100,4 +100,11 @@ def gpt2_tokenizer():
     """GPT-2's BPE tokenizer (tiktoken, 50257 tokens; downloads its two files once, then cached)."""
     import tiktoken
 
-    return tiktoken.get_encoding("gpt2")
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # offline: tiktoken's download of its two BPE files fails deep inside requests
+        raise RuntimeError(
+            "could not load GPT-2's tokenizer: tiktoken downloads its two files (vocab.bpe, encoder.json) once, "
+            f"and that failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}). "
+            "Connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder that already holds them"
+        ) from exc

@@ -480,7 +480,8 @@ def _check_training_args(model, train_loader, val_loader, optimizer, device, num
     _positive_int(eval_iter, "eval_iter", what=" (the number of batches each evaluation averages over)")
     if start_context is not None and (not isinstance(start_context, str) or not start_context):
         raise ValueError(f"start_context must be a non-empty string or None, got {start_context!r}")
-    if start_context is not None and tokenizer is not None and isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
+    if start_context is not None and tokenizer is not None and (
+            isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None))):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     if max_steps is not None:
         _positive_int(max_steps, "max_steps", minimum=0, what=" (None trains every epoch)")
