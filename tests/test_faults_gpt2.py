@@ -89,6 +89,10 @@ CASES = [
     ("a file in data/ does not verify", bad_file_in_data, AssetError, "exists but does not verify"),
     ("weights of another shape", lambda c: lambda: load_weights_into_gpt(
         tiny_model(), {"wte.weight": torch.zeros(3, 3)}), ValueError, "Hint:"),
+    ("weights not a dict", lambda c: lambda: load_weights_into_gpt(tiny_model(), [torch.zeros(1)]), TypeError,
+     "weights must be a dict name -> tensor"),
+    ("weights into a Linear", lambda c: lambda: load_weights_into_gpt(torch.nn.Linear(2, 2), {}), TypeError,
+     "model must be a GPTModel"),
     ("bad config override", lambda c: lambda: gpt2_or_fallback("124M", try_download=False, **{**TINY, "n_heads": 3}),
      ValueError, "must be divisible by config['n_heads']"),
 ]
