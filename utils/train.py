@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, text_to_token_ids, token_ids_to_text
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,8 +131,11 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return train_loss, val_loss
 
 
-def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
-    """Greedy continuation of `start_context`, printed on one line."""
+def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50, eos_id=None):
+    """Greedy continuation of `start_context`, printed on one line; stops at `eos_id` when given.
+
+    Uses the KV cache: the same tokens as the book's `generate_text_simple`, computed faster.
+    """
     if not isinstance(start_context, str) or not start_context:
         raise ValueError(f"start_context must be a non-empty string (e.g. 'Every effort moves you'), got {start_context!r}")
     if not callable(getattr(tokenizer, "encode", None)):
@@ -141,7 +144,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     context_size = model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer).to(device)
     with torch.no_grad():
-        token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
+        token_ids = generate(model, encoded, max_new_tokens, context_size, eos_id=eos_id)
     print(token_ids_to_text(token_ids, tokenizer).replace("\n", " "))
     model.train()
 
@@ -541,6 +544,8 @@ def train_model_simple(
     resume=False,
     max_steps=None,
     progress=True,
+    log_every=None,
+    sample_eos_id=None,
 ):
     """The book's training loop, plus a progress bar, a NaN guard and checkpoints that resume exactly.
 
@@ -550,6 +555,8 @@ def train_model_simple(
     interrupted run ends with the same weights as an uninterrupted one. `max_steps` stops early (for a test
     or a quick look) after that many optimizer steps in total (0: none). Every argument is checked before the
     first step; a NaN or inf in the loss, the gradients or the updated weights stops training at that step.
+    `log_every` prints only every that many steps' evaluation (default: every evaluation; all are returned).
+    `sample_eos_id` stops the per-epoch sample there.
     """
     _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
@@ -618,7 +625,8 @@ def train_model_simple(
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
                     track_tokens_seen.append(tokens_seen)
-                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                    if global_step % (log_every or eval_freq) == 0:
+                        bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
                 if checkpoint_every and global_step % checkpoint_every == 0:
                     checkpoint(epoch, batches_done, rng_epoch_start)
                 if max_steps is not None and global_step + 1 >= max_steps:
@@ -626,7 +634,7 @@ def train_model_simple(
                     return train_losses, val_losses, track_tokens_seen
             if start_context is not None and tokenizer is not None:
                 bar.clear()
-                generate_and_print_sample(model, tokenizer, device, start_context)
+                generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
         checkpoint(num_epochs, 0, torch.get_rng_state())
     finally:
         bar.close()
