@@ -15,7 +15,7 @@ from tools import headers
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-HEAVY = ("05_", "06_", "07_")  # chapters that train: they read LLM_SMOKE in their first config cell
+HEAVY = ("05_", "06_", "07_", "D_", "E_")  # notebooks that train: they read LLM_SMOKE in their first config cell
 SMOKE_LINE = 'SMOKE = os.environ.get("LLM_SMOKE") == "1"'
 MAX_STREAM_CHARS = 5000  # a longer stream output is a progress-bar wall (or a dump nobody reads)
 

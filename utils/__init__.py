@@ -28,6 +28,16 @@ from .instruct import (
     rouge_l_f1,
     split_data,
 )
+from .lora import (
+    LinearWithLoRA,
+    LoRALayer,
+    load_lora,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    replace_linear_with_lora,
+    save_lora,
+)
 from .model import (
     GELU,
     GPT_CONFIG_124M,
@@ -40,6 +50,7 @@ from .model import (
     gpt2_config,
 )
 from .plots import plot_losses, plot_values
+from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
     TrainableTop,
@@ -85,9 +96,12 @@ __all__ = [
     "GPTDatasetV1", "create_dataloader_v1",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
+    "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
+    "replace_linear_with_lora", "save_lora",
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
+    "clip_gradients", "lr_at_step",
     "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
     "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
