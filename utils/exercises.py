@@ -44,12 +44,17 @@ class Wrong(Exception):
 
 
 def _unanswered(answer) -> bool:
-    if answer is None or answer is Ellipsis:
+    """None, or `...` anywhere in the answer (a None inside may be meant, e.g. top_k=None)."""
+    return answer is None or _holds_ellipsis(answer)
+
+
+def _holds_ellipsis(answer) -> bool:
+    if answer is Ellipsis:
         return True
     if isinstance(answer, (list, tuple)):
-        return any(_unanswered(a) for a in answer)
+        return any(_holds_ellipsis(a) for a in answer)
     if isinstance(answer, dict):
-        return any(_unanswered(a) for a in answer.values())
+        return any(_holds_ellipsis(a) for a in answer.values())
     return False
 
 
@@ -795,7 +800,7 @@ BOOK_EXERCISES = ("2.1", "2.2", "3.1", "3.2", "3.3", "4.1", "4.2", "4.3", "5.1",
 def check(exercise_id: str, answer) -> bool:
     """Check `answer` to exercise `exercise_id` ("2.1", "4.2", "A.1", ...); print one line; True if right.
 
-    `...` or None (anywhere in the answer) prints "not answered yet" and returns False. An unknown id raises
+    `...` (anywhere in the answer) or None prints "not answered yet" and returns False. An unknown id raises
     ValueError listing the known ones. A wrong answer, or one whose code raises, prints what is off and a hint.
     """
     key = str(exercise_id).strip()
