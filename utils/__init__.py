@@ -2,6 +2,7 @@
 
 from .assets import ASSETS, AssetError, data_dir, fetch
 from .attention import MultiHeadAttention
+from .bpe import BPETokenizer
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
     generate,
@@ -90,6 +91,7 @@ from .train import (
 __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
+    "BPETokenizer",
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
