@@ -85,6 +85,7 @@ from .train import (
     save_checkpoint,
     save_weights,
     set_seed,
+    train_model,
     train_model_simple,
 )
 
@@ -109,6 +110,6 @@ __all__ = [
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
-    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
+    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
 ]

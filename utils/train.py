@@ -560,11 +560,88 @@ def train_model_simple(
     """
     _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
-    train_losses, val_losses, track_tokens_seen = [], [], []
+    return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
+                          schedule=None)[:3]
+
+
+def train_model(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    num_epochs,
+    eval_freq,
+    eval_iter,
+    start_context,
+    tokenizer,
+    *,
+    warmup_steps=0,
+    initial_lr=1e-5,
+    min_lr=1e-5,
+    peak_lr=None,
+    max_norm=1.0,
+    clip_from_step=None,
+    checkpoint_path=None,
+    checkpoint_every=None,
+    resume=False,
+    max_steps=None,
+    progress=True,
+):
+    """`train_model_simple` plus appendix D: linear warmup, cosine decay and gradient clipping.
+
+    Before optimizer step `s` (0-based) every parameter group's learning rate is set to
+    `lr_at_step(s, num_epochs * len(train_loader), peak_lr, warmup_steps, initial_lr, min_lr)`; `peak_lr=None`
+    takes the optimizer's learning rate when called. From step `clip_from_step` on (default: `warmup_steps`, the
+    end of warmup; the printed book starts one step later, `warmup_steps + 1`) the gradients are clipped to the
+    global norm `max_norm` (None: never). Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`,
+    `track_lrs` one entry per step. Progress bar, NaN guard, checkpoints and exact resume as `train_model_simple`
+    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error).
+    """
+    from .schedule import _check_number, lr_at_step
+
+    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                         start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
+    if peak_lr is None:
+        peak_lr = optimizer.param_groups[0]["lr"]
+    if isinstance(peak_lr, torch.Tensor):
+        peak_lr = peak_lr.item()
+    total_steps = num_epochs * len(train_loader)
+    lr_at_step(0, total_steps, peak_lr, warmup_steps, initial_lr, min_lr)  # checks every schedule argument
+    if max_norm is not None:
+        _check_number("max_norm", max_norm, low=0.0, low_inclusive=False)
+    if clip_from_step is None:
+        clip_from_step = warmup_steps
+    _positive_int(clip_from_step, "clip_from_step", minimum=0, what=" (the first step whose gradients are clipped)")
+    schedule = {"total_steps": int(total_steps), "peak_lr": float(peak_lr), "warmup_steps": int(warmup_steps),
+                "initial_lr": float(initial_lr), "min_lr": float(min_lr),
+                "max_norm": None if max_norm is None else float(max_norm), "clip_from_step": int(clip_from_step)}
+    return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
+                          schedule=schedule)
+
+
+def _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule):
+    """The loop both trainers share; `schedule` None (train_model_simple) or train_model's settings.
+
+    Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`.
+    """
+    from .schedule import lr_at_step
+
+    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
     start_epoch, skip_batches, rng_now = 0, 0, None
     if resume:
         state = _read_training_state(checkpoint_path, model, optimizer, train_loader, device)
+        if schedule is not None and state.get("schedule") != schedule:
+            raise CheckpointError(
+                f"{checkpoint_path} was written with the schedule {state.get('schedule')}, not {schedule}: resume "
+                "with the same warmup_steps, learning rates, max_norm, clip_from_step, epochs and data"
+                + (" (it was written by train_model_simple: resume with that)" if "schedule" not in state else "")
+            )
+        track_lrs = list(state.get("track_lrs", []))
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
         train_losses, val_losses = state["train_losses"], state["val_losses"]
@@ -577,7 +654,7 @@ def train_model_simple(
             torch.set_rng_state(state["rng_epoch_start"].cpu())
             rng_now = state["rng_now"].cpu()
     if max_steps is not None and global_step + 1 >= max_steps:  # max_steps=0 (or already reached): no step
-        return train_losses, val_losses, track_tokens_seen
+        return train_losses, val_losses, track_tokens_seen, track_lrs
 
     total_steps = num_epochs * len(train_loader)
     if max_steps is not None:
@@ -591,6 +668,7 @@ def train_model_simple(
                 tokens_seen=tokens_seen, train_losses=train_losses, val_losses=val_losses,
                 track_tokens_seen=track_tokens_seen, rng_epoch_start=rng_epoch_start, rng_now=torch.get_rng_state(),
                 train_batches=len(train_loader),
+                **({} if schedule is None else {"schedule": schedule, "track_lrs": track_lrs}),
             )
 
     try:
@@ -607,11 +685,20 @@ def train_model_simple(
             skip_batches = 0
             for input_batch, target_batch in batches:
                 optimizer.zero_grad()
+                if schedule is not None:  # appendix D: this step's learning rate (warmup, then cosine decay)
+                    lr = lr_at_step(global_step + 1, schedule["total_steps"], schedule["peak_lr"],
+                                    schedule["warmup_steps"], schedule["initial_lr"], schedule["min_lr"])
+                    for param_group in optimizer.param_groups:
+                        param_group["lr"] = lr
+                    track_lrs.append(lr)
                 loss = calc_loss_batch(input_batch, target_batch, model, device)
                 check_finite(loss, global_step + 1, epoch + 1, checkpoint_path=checkpoint_path)
                 loss.backward()
                 check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients",
                                   checkpoint_path=checkpoint_path)
+                if (schedule is not None and schedule["max_norm"] is not None
+                        and global_step + 1 >= schedule["clip_from_step"]):  # appendix D: gradient clipping
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=schedule["max_norm"])
                 optimizer.step()
                 check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights",
                                   checkpoint_path=checkpoint_path)
@@ -631,14 +718,14 @@ def train_model_simple(
                     checkpoint(epoch, batches_done, rng_epoch_start)
                 if max_steps is not None and global_step + 1 >= max_steps:
                     checkpoint(epoch, batches_done, rng_epoch_start)
-                    return train_losses, val_losses, track_tokens_seen
+                    return train_losses, val_losses, track_tokens_seen, track_lrs
             if start_context is not None and tokenizer is not None:
                 bar.clear()
                 generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
         checkpoint(num_epochs, 0, torch.get_rng_state())
     finally:
         bar.close()
-    return train_losses, val_losses, track_tokens_seen
+    return train_losses, val_losses, track_tokens_seen, track_lrs
 
 
 def perplexity(loss: float) -> float:
