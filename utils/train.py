@@ -562,7 +562,7 @@ def train_model_simple(
                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
     return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                           start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
-                          schedule=None)[:3]
+                          schedule=None, log_every=log_every, sample_eos_id=sample_eos_id)[:3]
 
 
 def train_model(
@@ -588,6 +588,8 @@ def train_model(
     resume=False,
     max_steps=None,
     progress=True,
+    log_every=None,
+    sample_eos_id=None,
 ):
     """`train_model_simple` plus appendix D: linear warmup, cosine decay and gradient clipping.
 
@@ -597,7 +599,8 @@ def train_model(
     end of warmup; the printed book starts one step later, `warmup_steps + 1`) the gradients are clipped to the
     global norm `max_norm` (None: never). Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`,
     `track_lrs` one entry per step. Progress bar, NaN guard, checkpoints and exact resume as `train_model_simple`
-    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error).
+    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error);
+    `log_every` and `sample_eos_id` as there.
     """
     from .schedule import _check_number, lr_at_step
 
@@ -619,17 +622,20 @@ def train_model(
                 "max_norm": None if max_norm is None else float(max_norm), "clip_from_step": int(clip_from_step)}
     return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                           start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
-                          schedule=schedule)
+                          schedule=schedule, log_every=log_every, sample_eos_id=sample_eos_id)
 
 
 def _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule):
+                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule,
+                   log_every=None, sample_eos_id=None):
     """The loop both trainers share; `schedule` None (train_model_simple) or train_model's settings.
 
     Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`.
     """
     from .schedule import lr_at_step
 
+    if log_every is not None:
+        _positive_int(log_every, "log_every", what=" (print every that many steps' evaluation; None prints all)")
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
     start_epoch, skip_batches, rng_now = 0, 0, None
