@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, text_to_token_ids, token_ids_to_text
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,8 +131,11 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return train_loss, val_loss
 
 
-def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
-    """Greedy continuation of `start_context`, printed on one line."""
+def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50, eos_id=None):
+    """Greedy continuation of `start_context`, printed on one line; stops at `eos_id` when given.
+
+    Uses the KV cache: the same tokens as the book's `generate_text_simple`, computed faster.
+    """
     if not isinstance(start_context, str) or not start_context:
         raise ValueError(f"start_context must be a non-empty string (e.g. 'Every effort moves you'), got {start_context!r}")
     if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
@@ -141,7 +144,7 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     context_size = model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer).to(device)
     with torch.no_grad():
-        token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
+        token_ids = generate(model, encoded, max_new_tokens, context_size, eos_id=eos_id)
     print(token_ids_to_text(token_ids, tokenizer).replace("\n", " "))
     model.train()
 
@@ -542,6 +545,8 @@ def train_model_simple(
     resume=False,
     max_steps=None,
     progress=True,
+    log_every=None,
+    sample_eos_id=None,
 ):
     """The book's training loop, plus a progress bar, a NaN guard and checkpoints that resume exactly.
 
@@ -551,14 +556,99 @@ def train_model_simple(
     interrupted run ends with the same weights as an uninterrupted one. `max_steps` stops early (for a test
     or a quick look) after that many optimizer steps in total (0: none). Every argument is checked before the
     first step; a NaN or inf in the loss, the gradients or the updated weights stops training at that step.
+    `log_every` prints only every that many steps' evaluation (default: every evaluation; all are returned).
+    `sample_eos_id` stops the per-epoch sample there.
     """
     _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
-    train_losses, val_losses, track_tokens_seen = [], [], []
+    return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
+                          schedule=None, log_every=log_every, sample_eos_id=sample_eos_id)[:3]
+
+
+def train_model(
+    model,
+    train_loader,
+    val_loader,
+    optimizer,
+    device,
+    num_epochs,
+    eval_freq,
+    eval_iter,
+    start_context,
+    tokenizer,
+    *,
+    warmup_steps=0,
+    initial_lr=1e-5,
+    min_lr=1e-5,
+    peak_lr=None,
+    max_norm=1.0,
+    clip_from_step=None,
+    checkpoint_path=None,
+    checkpoint_every=None,
+    resume=False,
+    max_steps=None,
+    progress=True,
+    log_every=None,
+    sample_eos_id=None,
+):
+    """`train_model_simple` plus appendix D: linear warmup, cosine decay and gradient clipping.
+
+    Before optimizer step `s` (0-based) every parameter group's learning rate is set to
+    `lr_at_step(s, num_epochs * len(train_loader), peak_lr, warmup_steps, initial_lr, min_lr)`; `peak_lr=None`
+    takes the optimizer's learning rate when called. From step `clip_from_step` on (default: `warmup_steps`, the
+    end of warmup; the printed book starts one step later, `warmup_steps + 1`) the gradients are clipped to the
+    global norm `max_norm` (None: never). Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`,
+    `track_lrs` one entry per step. Progress bar, NaN guard, checkpoints and exact resume as `train_model_simple`
+    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error);
+    `log_every` and `sample_eos_id` as there.
+    """
+    from .schedule import _check_number, lr_at_step
+
+    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                         start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
+    if peak_lr is None:
+        peak_lr = optimizer.param_groups[0]["lr"]
+    if isinstance(peak_lr, torch.Tensor):
+        peak_lr = peak_lr.item()
+    total_steps = num_epochs * len(train_loader)
+    lr_at_step(0, total_steps, peak_lr, warmup_steps, initial_lr, min_lr)  # checks every schedule argument
+    if max_norm is not None:
+        _check_number("max_norm", max_norm, low=0.0, low_inclusive=False)
+    if clip_from_step is None:
+        clip_from_step = warmup_steps
+    _positive_int(clip_from_step, "clip_from_step", minimum=0, what=" (the first step whose gradients are clipped)")
+    schedule = {"total_steps": int(total_steps), "peak_lr": float(peak_lr), "warmup_steps": int(warmup_steps),
+                "initial_lr": float(initial_lr), "min_lr": float(min_lr),
+                "max_norm": None if max_norm is None else float(max_norm), "clip_from_step": int(clip_from_step)}
+    return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
+                          schedule=schedule, log_every=log_every, sample_eos_id=sample_eos_id)
+
+
+def _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule,
+                   log_every=None, sample_eos_id=None):
+    """The loop both trainers share; `schedule` None (train_model_simple) or train_model's settings.
+
+    Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`.
+    """
+    from .schedule import lr_at_step
+
+    if log_every is not None:
+        _positive_int(log_every, "log_every", what=" (print every that many steps' evaluation; None prints all)")
+    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
     start_epoch, skip_batches, rng_now = 0, 0, None
     if resume:
         state = _read_training_state(checkpoint_path, model, optimizer, train_loader, device)
+        if schedule is not None and state.get("schedule") != schedule:
+            raise CheckpointError(
+                f"{checkpoint_path} was written with the schedule {state.get('schedule')}, not {schedule}: resume "
+                "with the same warmup_steps, learning rates, max_norm, clip_from_step, epochs and data"
+                + (" (it was written by train_model_simple: resume with that)" if "schedule" not in state else "")
+            )
+        track_lrs = list(state.get("track_lrs", []))
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
         train_losses, val_losses = state["train_losses"], state["val_losses"]
@@ -571,7 +661,7 @@ def train_model_simple(
             torch.set_rng_state(state["rng_epoch_start"].cpu())
             rng_now = state["rng_now"].cpu()
     if max_steps is not None and global_step + 1 >= max_steps:  # max_steps=0 (or already reached): no step
-        return train_losses, val_losses, track_tokens_seen
+        return train_losses, val_losses, track_tokens_seen, track_lrs
 
     total_steps = num_epochs * len(train_loader)
     if max_steps is not None:
@@ -585,6 +675,7 @@ def train_model_simple(
                 tokens_seen=tokens_seen, train_losses=train_losses, val_losses=val_losses,
                 track_tokens_seen=track_tokens_seen, rng_epoch_start=rng_epoch_start, rng_now=torch.get_rng_state(),
                 train_batches=len(train_loader),
+                **({} if schedule is None else {"schedule": schedule, "track_lrs": track_lrs}),
             )
 
     try:
@@ -601,11 +692,20 @@ def train_model_simple(
             skip_batches = 0
             for input_batch, target_batch in batches:
                 optimizer.zero_grad()
+                if schedule is not None:  # appendix D: this step's learning rate (warmup, then cosine decay)
+                    lr = lr_at_step(global_step + 1, schedule["total_steps"], schedule["peak_lr"],
+                                    schedule["warmup_steps"], schedule["initial_lr"], schedule["min_lr"])
+                    for param_group in optimizer.param_groups:
+                        param_group["lr"] = lr
+                    track_lrs.append(lr)
                 loss = calc_loss_batch(input_batch, target_batch, model, device)
                 check_finite(loss, global_step + 1, epoch + 1, checkpoint_path=checkpoint_path)
                 loss.backward()
                 check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients",
                                   checkpoint_path=checkpoint_path)
+                if (schedule is not None and schedule["max_norm"] is not None
+                        and global_step + 1 >= schedule["clip_from_step"]):  # appendix D: gradient clipping
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=schedule["max_norm"])
                 optimizer.step()
                 check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights",
                                   checkpoint_path=checkpoint_path)
@@ -619,19 +719,20 @@ def train_model_simple(
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
                     track_tokens_seen.append(tokens_seen)
-                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                    if global_step % (log_every or eval_freq) == 0:
+                        bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
                 if checkpoint_every and global_step % checkpoint_every == 0:
                     checkpoint(epoch, batches_done, rng_epoch_start)
                 if max_steps is not None and global_step + 1 >= max_steps:
                     checkpoint(epoch, batches_done, rng_epoch_start)
-                    return train_losses, val_losses, track_tokens_seen
+                    return train_losses, val_losses, track_tokens_seen, track_lrs
             if start_context is not None and tokenizer is not None:
                 bar.clear()
-                generate_and_print_sample(model, tokenizer, device, start_context)
+                generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
         checkpoint(num_epochs, 0, torch.get_rng_state())
     finally:
         bar.close()
-    return train_losses, val_losses, track_tokens_seen
+    return train_losses, val_losses, track_tokens_seen, track_lrs
 
 
 def perplexity(loss: float) -> float:
