@@ -19,26 +19,29 @@ BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 
 
 def badge(notebook_name: str) -> str:
+    """The Colab badge of `notebook_name`, relative to notebooks/ (e.g. "solutions/02_solutions.ipynb")."""
     path = REPO_URL.removeprefix("https://github.com/")
     link = f"https://colab.research.google.com/github/{path}/blob/{BRANCH}/notebooks/{notebook_name}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
 
 
-def install_source() -> str:
+def install_source(workdir: str = "notebooks") -> str:
+    """The Colab-only install cell of a notebook in `workdir` ("notebooks" or "notebooks/solutions")."""
     folder = REPO_URL.rstrip("/").rsplit("/", 1)[-1]
+    up = "../" * (workdir.count("/") + 1)
     # Every run on Colab: clone once (into a .part folder renamed when complete, so an interrupted clone is redone),
-    # change into notebooks/ unless already inside the repository (a runtime restart puts the kernel back in
+    # change into {workdir}/ unless already inside the repository (a runtime restart puts the kernel back in
     # /content), and pip-install whatever of the three packages Colab lacks still fails to import, so an
     # interrupted or failed first install is retried. Colab already has torch, numpy and matplotlib.
-    return f'''# On Colab only: fetch the repository once, install what is missing, then work in notebooks/
+    return f'''# On Colab only: fetch the repository once, install what is missing, then work in {workdir}/
 import importlib.util, os, shutil, subprocess, sys
 if "google.colab" in sys.modules:
-    if not os.path.isdir("../utils"):  # not inside the repository: a new runtime, or one just restarted
+    if not os.path.isdir("{up}utils"):  # not inside the repository: a new runtime, or one just restarted
         if not os.path.isdir("/content/{folder}"):
             shutil.rmtree("/content/{folder}.part", ignore_errors=True)  # left by an interrupted clone
             subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}.part"], check=True)
             os.rename("/content/{folder}.part", "/content/{folder}")
-        os.chdir("/content/{folder}/notebooks")
+        os.chdir("/content/{folder}/{workdir}")
     missing = [name for name in ["tiktoken", "tqdm", "safetensors"] if importlib.util.find_spec(name) is None]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
@@ -58,30 +61,48 @@ for package in ["torch", "tiktoken", "matplotlib"]:
 from utils import get_device
 
 print("device:", get_device())  # where this notebook computes: cuda > mps > cpu'''
+# From notebooks/solutions/ the repository root is one folder further up.
+SOLUTIONS_VERSIONS_SOURCE = VERSIONS_SOURCE.replace("Path.cwd().parent))", "Path.cwd().parent.parent))")
+
+
+def opening(notebook_name: str) -> tuple[str, str, str]:
+    """(badge, install cell, versions cell) of `notebook_name`, relative to notebooks/."""
+    if notebook_name.startswith("solutions/"):
+        return badge(notebook_name), install_source("notebooks/solutions"), SOLUTIONS_VERSIONS_SOURCE
+    return badge(notebook_name), install_source(), VERSIONS_SOURCE
+
+
+def relative_name(path: Path) -> str:
+    """`path`'s name relative to notebooks/ ("02_working_with_text.ipynb", "solutions/02_solutions.ipynb")."""
+    path = Path(path)
+    return f"solutions/{path.name}" if path.parent.name == "solutions" else path.name
 
 
 def header_cells(title_markdown: str, notebook_name: str) -> list:
     """Cells 0-2 for a new notebook: title + badge (markdown), install (code), versions (code, output ignored)."""
     lines = title_markdown.strip().split("\n")
-    md = "\n".join([lines[0], "", badge(notebook_name), *([""] + lines[1:] if len(lines) > 1 else [])])
-    versions = nbformat.v4.new_code_cell(VERSIONS_SOURCE)
+    badge_md, install, versions_source = opening(notebook_name)
+    md = "\n".join([lines[0], "", badge_md, *([""] + lines[1:] if len(lines) > 1 else [])])
+    versions = nbformat.v4.new_code_cell(versions_source)
     versions.metadata["tags"] = ["nbval-ignore-output"]
-    return [nbformat.v4.new_markdown_cell(md), nbformat.v4.new_code_cell(install_source()), versions]
+    return [nbformat.v4.new_markdown_cell(md), nbformat.v4.new_code_cell(install), versions]
 
 
 def update(path: Path) -> bool:
     """Rewrite the badge, the install cell and the versions cell of notebook `path` in place; True if anything changed."""
     nb = nbformat.read(path, as_version=4)
     title, install, versions = nb.cells[0], nb.cells[1], nb.cells[2]
-    new_title = BADGE_RE.sub(badge(path.name), title.source)
-    changed = new_title != title.source or install.source != install_source() or versions.source != VERSIONS_SOURCE
-    title.source, install.source, versions.source = new_title, install_source(), VERSIONS_SOURCE
+    badge_md, install_cell, versions_source = opening(relative_name(path))
+    new_title = BADGE_RE.sub(badge_md, title.source)
+    changed = new_title != title.source or install.source != install_cell or versions.source != versions_source
+    title.source, install.source, versions.source = new_title, install_cell, versions_source
     if changed:
         nbformat.write(nb, path)
     return changed
 
 
 if __name__ == "__main__":
-    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(
+        (ROOT / "notebooks" / "solutions").glob("*.ipynb"))
     for p in paths:
-        print(("updated " if update(p) else "unchanged ") + p.name)
+        print(("updated " if update(p) else "unchanged ") + relative_name(p))

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .train import calc_loss_loader, check_finite
+from .train import _check_training_args, calc_loss_loader, check_finite, check_step_finite
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
@@ -221,10 +221,14 @@ def train_classifier_simple(
 
     Every `eval_freq` steps: train/val loss over `eval_iter` batches; after each epoch: train/val accuracy over
     `eval_iter` batches. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
-    `max_steps` stops after that many optimizer steps in total (for a quick look or a test).
+    `max_steps` stops after that many optimizer steps in total (for a quick look or a test; 0: none).
+    Every argument is checked before the first step; a NaN or inf in the loss, the gradients or the updated
+    weights stops training at that step.
     """
-    if len(train_loader) == 0:
-        raise ValueError("the training loader is empty: use a smaller batch_size or more data")
+    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                         None, None, None, None, False, max_steps)
+    if max_steps == 0:
+        return [], [], [], [], 0
     from tqdm import tqdm
 
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
@@ -240,7 +244,9 @@ def train_classifier_simple(
                 loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
                 check_finite(loss, global_step + 1, epoch + 1)
                 loss.backward()
+                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients")
                 optimizer.step()
+                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights")
                 examples_seen += input_batch.shape[0]
                 global_step += 1
                 bar.update(1)
