@@ -36,14 +36,19 @@ def colab(tmp_path, monkeypatch):
     (origin / "utils" / "__init__.py").write_text("")
     (origin / "notebooks").mkdir()
     (origin / "notebooks" / "README").write_text("notebooks")
+    (origin / "notebooks" / "solutions").mkdir()
+    (origin / "notebooks" / "solutions" / "README").write_text("solutions")
     _git("init", "-q", cwd=origin)
     _git("add", ".", cwd=origin)
     _git("commit", "-q", "-m", "init", cwd=origin)
 
     content = tmp_path / "colab_content"  # stands in for Colab's /content
     content.mkdir()
-    source = headers.install_source().replace("/content", str(content)).replace(headers.REPO_URL, str(origin))
-    assert str(origin) in source and "/content/" not in source
+
+    def cell(workdir):
+        source = headers.install_source(workdir).replace("/content", str(content)).replace(headers.REPO_URL, str(origin))
+        assert str(origin) in source and "/content/" not in source
+        return compile(source, "install cell", "exec")
 
     state = types.SimpleNamespace(content=content, clone=content / FOLDER, missing=set(NEEDED),
                                   pip_calls=[], git_calls=0, pip_fails=False)
@@ -68,8 +73,8 @@ def colab(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
     monkeypatch.chdir(content)  # a Colab kernel starts in /content
 
-    def run():
-        exec(compile(source, "install cell", "exec"), {"__name__": "__main__"})
+    def run(workdir="notebooks"):
+        exec(cell(workdir), {"__name__": "__main__"})
 
     state.run = run
     return state
@@ -130,3 +135,14 @@ def test_outside_colab_the_cell_does_nothing(colab, monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab")
     colab.run()
     assert colab.git_calls == 0 and colab.pip_calls == [] and Path.cwd() == colab.content
+
+
+def test_solutions_notebooks_work_in_their_folder(colab):
+    colab.run("notebooks/solutions")
+    assert Path.cwd() == colab.clone / "notebooks" / "solutions"
+    git_calls = colab.git_calls
+    colab.run("notebooks/solutions")  # run again: already inside the repository (utils two folders up)
+    os.chdir(colab.content)  # restart
+    colab.run("notebooks/solutions")
+    assert colab.git_calls == git_calls and len(colab.pip_calls) == 1
+    assert Path.cwd() == colab.clone / "notebooks" / "solutions"
