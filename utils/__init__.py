@@ -1,8 +1,18 @@
 """Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
 
-from .assets import ASSETS, AssetError, data_dir, fetch
+from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer
+from .corpus import (
+    ByteTokenizer,
+    CorpusError,
+    TokenFile,
+    TokenWindows,
+    build_token_file,
+    get_tokenizer,
+    train_val_windows,
+    write_series_corpus,
+)
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
     generate,
@@ -16,6 +26,9 @@ from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gp
 from .instruct import (
     InstructionDataset,
     OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
@@ -29,6 +42,16 @@ from .instruct import (
     rouge_l_f1,
     split_data,
 )
+from .lora import (
+    LinearWithLoRA,
+    LoRALayer,
+    load_lora,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    replace_linear_with_lora,
+    save_lora,
+)
 from .model import (
     GELU,
     GPT_CONFIG_124M,
@@ -41,6 +64,7 @@ from .model import (
     gpt2_config,
 )
 from .plots import plot_losses, plot_values
+from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
     TrainableTop,
@@ -60,6 +84,7 @@ from .spam import (
 )
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
+    CheckpointError,
     NonFiniteLossError,
     calc_loss_batch,
     calc_loss_loader,
@@ -67,9 +92,13 @@ from .train import (
     generate_and_print_sample,
     get_device,
     load_checkpoint,
+    load_weights,
     perplexity,
+    read_checkpoint,
     save_checkpoint,
+    save_weights,
     set_seed,
+    train_model,
     train_model_simple,
 )
 
@@ -77,19 +106,26 @@ __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
     "BPETokenizer",
+    "ByteTokenizer", "CorpusError", "TokenFile", "TokenWindows", "build_token_file", "get_tokenizer", "train_val_windows",
+    "write_series_corpus",
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
     "GPTDatasetV1", "create_dataloader_v1",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
+    "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
+    "replace_linear_with_lora", "save_lora",
     "GELU", "GPT_CONFIG_124M", "MODEL_SIZES", "FeedForward", "GPTModel", "LayerNorm", "TransformerBlock",
     "count_parameters", "gpt2_config",
     "plot_losses", "plot_values",
+    "clip_gradients", "lr_at_step",
     "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
     "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
-    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
+    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
+    "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
+    "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
 ]
