@@ -12,6 +12,7 @@ Prints the median seconds per optimizer step (split into forward, backward and o
 
     python bench/lora.py                      # 124M and 355M, 1 warm-up + 3 timed steps each: a few minutes
     python bench/lora.py --sizes 124M --steps 5
+    python bench/lora.py --one-at-a-time      # when memory is short (355M full finetuning alone peaks near 7 GB)
 """
 
 from __future__ import annotations
@@ -109,22 +110,24 @@ def worker(size, mode, steps, threads):
     }), flush=True)
 
 
-def run_pair(size, steps, threads):
-    """Start the full and the LoRA worker at the same time; return their results."""
-    procs = {
-        mode: subprocess.Popen(
+def run_pair(size, steps, threads, one_at_a_time=False):
+    """Run the full and the LoRA worker (at the same time, or one after the other); return their results."""
+    def start(mode):
+        return subprocess.Popen(
             [sys.executable, __file__, "--worker", size, mode, "--steps", str(steps), "--threads", str(threads)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
-        for mode in ("full", "lora")
-    }
-    results = {}
-    for mode, proc in procs.items():
+
+    def finish(mode, proc):
         out, _ = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"the {size} {mode} worker failed (exit {proc.returncode})")
-        results[mode] = json.loads(out.strip().splitlines()[-1])
-    return results
+            raise SystemExit(f"the {size} {mode} worker failed (exit {proc.returncode}; out of memory?)")
+        return json.loads(out.strip().splitlines()[-1])
+
+    if one_at_a_time:
+        return {mode: finish(mode, start(mode)) for mode in ("full", "lora")}
+    procs = {mode: start(mode) for mode in ("full", "lora")}
+    return {mode: finish(mode, proc) for mode, proc in procs.items()}
 
 
 def gb(n):
@@ -137,6 +140,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per way (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="torch threads per worker (the two workers run at the same time)")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="run the two workers one after the other (less memory at once; load may then differ)")
     parser.add_argument("--worker", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
@@ -146,9 +151,10 @@ def main():
         return
 
     print(f"chapter-7 batches of {BATCH_SIZE}, AdamW; LoRA rank {RANK}, alpha {ALPHA}; 1 warm-up + {args.steps} timed "
-          f"steps per way; both ways at once, {args.threads} thread(s) each")
+          f"steps per way; {'one way after the other' if args.one_at_a_time else 'both ways at once'}, "
+          f"{args.threads} thread(s) each")
     for size in args.sizes:
-        r = run_pair(size, args.steps, args.threads)
+        r = run_pair(size, args.steps, args.threads, args.one_at_a_time)
         full, lora = r["full"], r["lora"]
         print(f"\nGPT-2 {size} layout, random weights; tokens per timed batch: {full['tokens']}")
         print(f"{'':10}{'trainable':>13}{'s/step':>8}{'fwd':>7}{'bwd':>7}{'optim':>7}"

@@ -7,8 +7,10 @@ and LLM_DIST_TIMEOUT makes a stuck collective fail instead of hanging.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,14 @@ COMMON = ["--tokenizer", "bytes", "--context-length", "16", "--max-steps", "6", 
           "--eval-batches", "2", "--lr", "1e-3", "--warmup-steps", "2", "--no-progress"]
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "LLM_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT)}
+
+
 def torchrun(nproc, *args, timeout=240):
     """`python -m torch.distributed.run --standalone --nproc_per_node=nproc -m utils.pretrain args`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLM_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "utils.pretrain", *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def weights(out):
@@ -94,6 +98,56 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     in_process(tmp_path / "r", batch_size=2, dropout=0.0, stop_after=1)
     with pytest.raises(ValueError, match="batch_size: checkpoint 2, now 3"):
         in_process(tmp_path / "r", batch_size=3, dropout=0.0, resume=True)
+
+
+LONG = [a if a != "6" else "1000" for a in COMMON]  # --max-steps 1000: runs until interrupted
+
+
+def _interrupt_once_training(command, out, signal_group):
+    """Start `command`, wait for its first checkpoint, send Ctrl-C (SIGINT); return (returncode, stderr)."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint after 180 s"
+            time.sleep(0.2)
+        if signal_group:  # as a terminal's Ctrl-C does: every process of the group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr
+
+
+def test_ctrl_c_keeps_the_finished_step_and_resume_goes_on_exactly(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "utils.pretrain", "--data", str(VERDICT), "--out", str(out), "--batch-size", "2",
+               "--checkpoint-every", "1", *LONG]
+    returncode, stderr = _interrupt_once_training(command, out, signal_group=False)
+    assert returncode == 130 and "interrupted (rank 0)" in stderr, stderr[-3000:]
+    k = weights(out)["step"]
+    assert 1 <= k < 1000
+    rest = in_process(out, batch_size=2, max_steps=1000, stop_after=k + 2, resume=True)
+    whole = in_process(tmp_path / "whole", batch_size=2, max_steps=1000, stop_after=k + 2)
+    for name, tensor in whole["model"].state_dict().items():
+        assert torch.equal(rest["model"].state_dict()[name], tensor), name
+
+
+def test_ctrl_c_stops_every_process_cleanly(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "utils.pretrain", "--data", str(VERDICT), "--out", str(out), "--batch-size", "2",
+               "--checkpoint-every", "1", *LONG]
+    returncode, stderr = _interrupt_once_training(command, out, signal_group=True)
+    assert returncode != 0
+    for rank in (0, 1):
+        assert f"interrupted (rank {rank})" in stderr, stderr[-3000:]
+    assert weights(out)["step"] >= 1
 
 
 def _tiny_corpus(folder):

@@ -3,6 +3,16 @@
 from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer
+from .corpus import (
+    ByteTokenizer,
+    CorpusError,
+    TokenFile,
+    TokenWindows,
+    build_token_file,
+    get_tokenizer,
+    train_val_windows,
+    write_series_corpus,
+)
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
     generate,
@@ -96,6 +106,8 @@ __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
     "BPETokenizer",
+    "ByteTokenizer", "CorpusError", "TokenFile", "TokenWindows", "build_token_file", "get_tokenizer", "train_val_windows",
+    "write_series_corpus",
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",

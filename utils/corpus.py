@@ -394,6 +394,30 @@ def train_val_windows(token_file, context_length: int, val_fraction: float = 0.1
     return train, val
 
 
+def write_series_corpus(folder) -> Path:
+    """Write the texts this series downloads as .txt files into `folder` (a corpus to try things on); return it.
+
+    the-verdict.txt (Edith Wharton's story), sms-messages.txt (the SMS Spam Collection's 5,574 messages, one
+    a line) and instructions.txt (the 1,100 instruction/response pairs of chapter 7): about 0.6 MB in all.
+    """
+    from .assets import fetch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {"the-verdict.txt": fetch("the-verdict").read_text(encoding="utf-8")}
+    lines = fetch("sms-spam").read_text(encoding="utf-8").splitlines()
+    texts["sms-messages.txt"] = "\n".join(line.split("\t", 1)[-1] for line in lines if line.strip()) + "\n"
+    entries = json.loads(fetch("instruction-data").read_text(encoding="utf-8"))
+    texts["instructions.txt"] = "\n\n".join(
+        "\n".join(part for part in (e["instruction"], e.get("input", ""), e["output"]) if part) for e in entries
+    ) + "\n"
+    for name, text in texts.items():
+        path = folder / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            _atomic_write_text(path, text)
+    return folder
+
+
 def main(argv=None):
     import argparse
 

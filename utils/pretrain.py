@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -37,6 +38,7 @@ from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
     "tiny": {"emb_dim": 64, "n_layers": 2, "n_heads": 2},  # a few seconds per hundred steps on a laptop CPU
+    "small": {"emb_dim": 256, "n_layers": 4, "n_heads": 4},  # minutes on a laptop CPU for a book-sized corpus
     "124M": MODEL_SIZES["124M"],
     "355M": MODEL_SIZES["355M"],
 }
@@ -92,8 +94,31 @@ class _Ranks:
             dist.destroy_process_group()
 
 
+class _StopAtStepEnd:
+    """While training, Ctrl-C (SIGINT) and SIGTERM only ask to stop: the loop finishes the step, saves, then stops.
+
+    A second Ctrl-C stops at once. Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum} twice: stopped mid-step (the last checkpoint is intact)")
+        self.requested = True
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+
 def model_config(model: str, vocab_size: int, context_length: int, drop_rate: float) -> dict:
-    """The GPTModel config of size `model` ('tiny', '124M', '355M') for this tokenizer and context length."""
+    """The GPTModel config of size `model` ('tiny', 'small', '124M', '355M') for this tokenizer and context length."""
     if model not in MODELS:
         raise ValueError(f"model={model!r} is not a known size: choose one of {', '.join(MODELS)}")
     return {**GPT_CONFIG_124M, **MODELS[model], "vocab_size": vocab_size, "context_length": context_length,
@@ -301,6 +326,7 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ranks.main and progress),
                mininterval=1.0, ncols=90, file=sys.stdout)
     stopped_early, train_time, trained_tokens = False, 0.0, 0
+    interrupt = _StopAtStepEnd()
     try:
         for epoch in range(step // steps_per_epoch, num_epochs):
             sampler.set_epoch(epoch)
@@ -316,10 +342,13 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
                 optimizer.zero_grad()
                 loss = calc_loss_batch(inputs, targets, net, ranks.device)
                 loss.backward()
-                mean_loss = loss.detach().clone()
-                if ranks.distributed:  # the loss of the whole step, the same on every rank
-                    dist.all_reduce(mean_loss)
-                    mean_loss /= ranks.world
+                # the loss of the whole step and whether any process was asked to stop, the same on every rank
+                shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
+                if ranks.distributed:
+                    shared = shared.to(ranks.device)
+                    dist.all_reduce(shared)
+                    shared = shared.cpu()
+                mean_loss, stop_now = shared[0] / ranks.world, bool(shared[1] > 0)
                 if not torch.isfinite(mean_loss):
                     raise NonFiniteLossError(
                         f"the loss became {mean_loss.item()} at step {step}: lower --lr, or resume from the last "
@@ -346,6 +375,10 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
                     started = time.perf_counter()
                 if (s["checkpoint_every"] and step % s["checkpoint_every"] == 0) or step == total_steps:
                     save_checkpoint()
+                if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
+                    save_checkpoint()
+                    say(f"\ninterrupted: saved step {step} to {checkpoint_path.name}; continue with --resume")
+                    raise KeyboardInterrupt(f"interrupted after step {step}")
                 if s["stop_after"] and step >= s["stop_after"] and step < total_steps:
                     save_checkpoint()
                     stopped_early = True
@@ -356,13 +389,8 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
             if ranks.main and prompt and progress:
                 bar.clear()
                 generate_and_print_sample(gpt, tokenizer, ranks.device, prompt, sample_tokens)
-    except KeyboardInterrupt:
-        bar.close()
-        if not ranks.distributed:  # one process: keep what was done (with several, the others may be gone)
-            save_checkpoint()
-            say(f"interrupted: saved step {step} to {checkpoint_path}; continue with --resume")
-        raise
     finally:
+        interrupt.restore()
         bar.close()
     speed = trained_tokens / train_time if train_time > 0 else float("nan")
     if stopped_early:
@@ -405,8 +433,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     rank = os.environ.get("RANK", "0")
-    if threading_is_main():  # torchrun stops the others with SIGTERM when one fails: shut down cleanly too
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+    if threading.current_thread() is threading.main_thread():  # torchrun stops the others with SIGTERM when
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # one fails: shut down cleanly (destroy_process_group) too
     try:
         tokenizer = get_tokenizer(args.tokenizer)
         pretrain(
@@ -428,12 +456,6 @@ def main(argv=None) -> int:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
