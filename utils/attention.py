@@ -29,6 +29,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"dropout must be a probability in [0, 1) (0.0 for none), got {dropout!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.d_in = d_in
         self.d_out = d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
@@ -48,10 +49,11 @@ class MultiHeadAttention(nn.Module):
         self.cache_pos = 0
 
     def forward(self, x, use_cache=False):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.W_query.in_features:
+        d_in = getattr(self, "d_in", None)  # None: an object pickled before d_in was stored
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or (d_in is not None and x.shape[-1] != d_in):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
-                f"x must be a tensor of shape (batch, num_tokens, d_in={self.W_query.in_features}), got {got}"
+                f"x must be a tensor of shape (batch, num_tokens, d_in={d_in}), got {got}"
                 + (" (add the batch dimension: x.unsqueeze(0))" if isinstance(x, torch.Tensor) and x.dim() == 2 else "")
             )
         if x.shape[1] > self.mask.shape[0]:

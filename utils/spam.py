@@ -344,6 +344,15 @@ def train_classifier_simple(
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
+def _head_outputs(head) -> int | None:
+    """Number of outputs of an output head: an nn.Linear, or a wrapper holding one (`.linear`, e.g. LoRA)."""
+    for module in (head, getattr(head, "linear", None)):
+        if isinstance(module, nn.Linear):
+            return module.out_features
+    weight = getattr(head, "weight", None)
+    return weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
 def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
     """'spam' or 'not spam' for one message, padded (or truncated, with a warning) to `max_length` tokens.
 
@@ -351,12 +360,12 @@ def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
-    head = getattr(model, "out_head", None)
-    if not isinstance(head, nn.Linear) or not hasattr(model, "pos_emb"):
+    outputs = _head_outputs(getattr(model, "out_head", None))
+    if outputs is None or not hasattr(model, "pos_emb"):
         raise TypeError(f"classify_text needs a GPTModel with a classification head, got {type(model).__name__}")
-    if head.out_features != 2:
+    if outputs != 2:
         raise ValueError(
-            f"the model's output head has {head.out_features} outputs, not the 2 classes (not spam, spam): call "
+            f"the model's output head has {outputs} outputs, not the 2 classes (not spam, spam): call "
             "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text"
         )
     if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
