@@ -233,7 +233,7 @@ def test_llm_device_cuda_without_a_gpu(monkeypatch):
 
 def test_a_pth_that_runs_code_is_refused_by_load_checkpoint_and_resume(tmp_path):
     evil = evil_checkpoint(tmp_path)
-    with pytest.raises(pickle.UnpicklingError):  # the file really would run code with weights_only=False...
+    with pytest.raises(pickle.UnpicklingError):  # a plain unpickle of this file would run code...
         torch.load(evil, weights_only=True)
     model, optimizer = fresh()
     with pytest.raises(CheckpointError, match=r"refused to load .*evil.pth.*can run any code.*Nothing was loaded"):

@@ -110,6 +110,10 @@ def check_gpt2_weights(shapes: dict[str, tuple[int, ...]], cfg: dict) -> None:
 
 def load_weights_into_gpt(model: GPTModel, weights: dict[str, torch.Tensor]) -> None:
     """Copy HF GPT-2 tensors (`{name: tensor}`, Conv1D `(in, out)`) into `model`; every name and shape is checked first."""
+    if not all(hasattr(model, part) for part in ("tok_emb", "pos_emb", "trf_blocks", "final_norm", "out_head")):
+        raise TypeError(f"model must be a GPTModel (GPTModel(gpt2_config(size))), got {type(model).__name__}")
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise TypeError("weights must be a dict name -> tensor, as safetensors.torch.load_file(path) returns")
     weights = _strip(weights)
     check_gpt2_weights({k: tuple(t.shape) for k, t in weights.items()}, _config_of(model))  # nothing copied on error
     e = model.tok_emb.embedding_dim

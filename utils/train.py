@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import generate_text_simple, text_to_token_ids, token_ids_to_text
+from .generate import generate, text_to_token_ids, token_ids_to_text
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,17 +131,20 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     return train_loss, val_loss
 
 
-def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
-    """Greedy continuation of `start_context`, printed on one line."""
+def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50, eos_id=None):
+    """Greedy continuation of `start_context`, printed on one line; stops at `eos_id` when given.
+
+    Uses the KV cache: the same tokens as the book's `generate_text_simple`, computed faster.
+    """
     if not isinstance(start_context, str) or not start_context:
         raise ValueError(f"start_context must be a non-empty string (e.g. 'Every effort moves you'), got {start_context!r}")
-    if not callable(getattr(tokenizer, "encode", None)):
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     model.eval()
     context_size = model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer).to(device)
     with torch.no_grad():
-        token_ids = generate_text_simple(model, encoded, max_new_tokens, context_size)
+        token_ids = generate(model, encoded, max_new_tokens, context_size, eos_id=eos_id)
     print(token_ids_to_text(token_ids, tokenizer).replace("\n", " "))
     model.train()
 
@@ -480,7 +483,8 @@ def _check_training_args(model, train_loader, val_loader, optimizer, device, num
     _positive_int(eval_iter, "eval_iter", what=" (the number of batches each evaluation averages over)")
     if start_context is not None and (not isinstance(start_context, str) or not start_context):
         raise ValueError(f"start_context must be a non-empty string or None, got {start_context!r}")
-    if start_context is not None and tokenizer is not None and not callable(getattr(tokenizer, "encode", None)):
+    if start_context is not None and tokenizer is not None and (
+            isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None))):
         raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
     if max_steps is not None:
         _positive_int(max_steps, "max_steps", minimum=0, what=" (None trains every epoch)")
@@ -541,6 +545,8 @@ def train_model_simple(
     resume=False,
     max_steps=None,
     progress=True,
+    log_every=None,
+    sample_eos_id=None,
 ):
     """The book's training loop, plus a progress bar, a NaN guard and checkpoints that resume exactly.
 
@@ -550,12 +556,14 @@ def train_model_simple(
     interrupted run ends with the same weights as an uninterrupted one. `max_steps` stops early (for a test
     or a quick look) after that many optimizer steps in total (0: none). Every argument is checked before the
     first step; a NaN or inf in the loss, the gradients or the updated weights stops training at that step.
+    `log_every` prints only every that many steps' evaluation (default: every evaluation; all are returned).
+    `sample_eos_id` stops the per-epoch sample there.
     """
     _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                          start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps)
     return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                           start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
-                          schedule=None)[:3]
+                          schedule=None, log_every=log_every, sample_eos_id=sample_eos_id)[:3]
 
 
 def train_model(
@@ -581,6 +589,8 @@ def train_model(
     resume=False,
     max_steps=None,
     progress=True,
+    log_every=None,
+    sample_eos_id=None,
 ):
     """`train_model_simple` plus appendix D: linear warmup, cosine decay and gradient clipping.
 
@@ -590,7 +600,8 @@ def train_model(
     end of warmup; the printed book starts one step later, `warmup_steps + 1`) the gradients are clipped to the
     global norm `max_norm` (None: never). Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`,
     `track_lrs` one entry per step. Progress bar, NaN guard, checkpoints and exact resume as `train_model_simple`
-    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error).
+    (the schedule is saved with the checkpoint; resuming with other schedule settings is an error);
+    `log_every` and `sample_eos_id` as there.
     """
     from .schedule import _check_number, lr_at_step
 
@@ -612,17 +623,20 @@ def train_model(
                 "max_norm": None if max_norm is None else float(max_norm), "clip_from_step": int(clip_from_step)}
     return _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                           start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress,
-                          schedule=schedule)
+                          schedule=schedule, log_every=log_every, sample_eos_id=sample_eos_id)
 
 
 def _training_loop(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule):
+                   start_context, tokenizer, checkpoint_path, checkpoint_every, resume, max_steps, progress, schedule,
+                   log_every=None, sample_eos_id=None):
     """The loop both trainers share; `schedule` None (train_model_simple) or train_model's settings.
 
     Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`.
     """
     from .schedule import lr_at_step
 
+    if log_every is not None:
+        _positive_int(log_every, "log_every", what=" (print every that many steps' evaluation; None prints all)")
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
     start_epoch, skip_batches, rng_now = 0, 0, None
@@ -705,7 +719,8 @@ def _training_loop(model, train_loader, val_loader, optimizer, device, num_epoch
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
                     track_tokens_seen.append(tokens_seen)
-                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                    if global_step % (log_every or eval_freq) == 0:
+                        bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
                 if checkpoint_every and global_step % checkpoint_every == 0:
                     checkpoint(epoch, batches_done, rng_epoch_start)
                 if max_steps is not None and global_step + 1 >= max_steps:
@@ -713,7 +728,7 @@ def _training_loop(model, train_loader, val_loader, optimizer, device, num_epoch
                     return train_losses, val_losses, track_tokens_seen, track_lrs
             if start_context is not None and tokenizer is not None:
                 bar.clear()
-                generate_and_print_sample(model, tokenizer, device, start_context)
+                generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
         checkpoint(num_epochs, 0, torch.get_rng_state())
     finally:
         bar.close()
