@@ -1,0 +1,425 @@
+"""utils.exercises.check: each exercise accepts its solution and rejects typical wrong answers, without raising."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import (
+    GPT_CONFIG_124M,
+    MODEL_SIZES,
+    GPTModel,
+    MultiHeadAttention,
+    SpamDataset,
+    TransformerBlock,
+    calc_loss_loader,
+    create_dataloader_v1,
+    custom_collate_fn,
+    gpt2_config,
+    gpt2_tokenizer,
+    prepare_classifier,
+    split_data,
+    write_split_csv,
+)
+from utils import exercises as ex
+from utils.exercises import check
+from utils.lora import replace_linear_with_lora
+
+TINY = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
+        "drop_rate": 0.0, "qkv_bias": False}
+
+
+def verdict():
+    return ex._verdict()
+
+
+def tiny_model(seed=123, **overrides):
+    torch.manual_seed(seed)
+    return GPTModel({**TINY, **overrides}).eval()
+
+
+def meta(cfg):
+    with torch.device("meta"):
+        return GPTModel(cfg)
+
+
+def count(module, trainable=False):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+# --- the book's classes of chapter 3, as a learner writes them --------------------------------------------------
+
+
+class SelfAttentionV1(nn.Module):
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.W_query = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_key = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_value = nn.Parameter(torch.rand(d_in, d_out))
+
+    def forward(self, x):
+        q, k, v = x @ self.W_query, x @ self.W_key, x @ self.W_value
+        return torch.softmax(q @ k.T / k.shape[-1] ** 0.5, dim=-1) @ v
+
+
+class SelfAttentionV2(nn.Module):
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.W_query, self.W_key, self.W_value = (nn.Linear(d_in, d_out, bias=False) for _ in range(3))
+
+    def forward(self, x):
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        return torch.softmax(q @ k.T / k.shape[-1] ** 0.5, dim=-1) @ v
+
+
+def copied_v1(v2, transpose=True):
+    torch.manual_seed(123)
+    v1 = SelfAttentionV1(3, 2)
+    for name in ("W_query", "W_key", "W_value"):
+        w = getattr(v2, name).weight
+        setattr(v1, name, nn.Parameter(w.T.clone() if transpose else w.clone()))
+    return v1
+
+
+class Wrapper(nn.Module):
+    """Heads of utils' MultiHeadAttention with one head each, concatenated (the book's wrapper)."""
+
+    def __init__(self, d_in, d_out, num_heads):
+        super().__init__()
+        self.heads = nn.ModuleList(MultiHeadAttention(d_in, d_out, 6, 0.0, num_heads=1) for _ in range(num_heads))
+
+    def forward(self, x):
+        return torch.cat([h(x) for h in self.heads], dim=-1)
+
+
+# --- answers: (solution, [wrong answers]) per exercise -----------------------------------------------------------
+
+
+def answers_2_1():
+    ids = gpt2_tokenizer().encode("Akwirw ier")
+    return ids, [ids[:-1], gpt2_tokenizer().encode("Akwirwier"), "Akwirw ier"]
+
+
+def answers_2_2():
+    def first(max_length, stride, targets=False, shuffle=False):
+        torch.manual_seed(123)
+        loader = create_dataloader_v1(verdict(), batch_size=4, max_length=max_length, stride=stride, shuffle=shuffle)
+        return next(iter(loader))[1 if targets else 0]
+
+    right = (first(2, 2), first(8, 2))
+    return right, [(first(2, 1), first(8, 1)), (first(2, 2, targets=True), first(8, 2, targets=True)),
+                   (first(2, 2), first(8, 2, shuffle=True)), right[::-1], first(2, 2)]
+
+
+def answers_2_3():
+    from utils import build_vocab, split_text
+
+    text, tok = verdict(), gpt2_tokenizer()
+    right = (len(build_vocab(text)), len(set(tok.encode(text))))
+    return right, [(right[0] + 2, right[1]), (len(split_text(text)), right[1]), (right[0], len(tok.encode(text)))]
+
+
+def answers_3_1():
+    torch.manual_seed(789)
+    v2 = SelfAttentionV2(3, 2)
+    torch.manual_seed(123)
+    return (copied_v1(v2), v2), [(SelfAttentionV1(3, 2), v2), (copied_v1(v2, transpose=False), v2), (v2, v2)]
+
+
+def answers_3_2():
+    torch.manual_seed(123)
+    return Wrapper(3, 1, 2), [Wrapper(3, 2, 2), Wrapper(3, 2, 1), MultiHeadAttention(3, 2, 6, 0.0, num_heads=1)]
+
+
+def answers_3_3():
+    def mha(**kw):
+        args = {"d_in": 768, "d_out": 768, "context_length": 1024, "dropout": 0.0, "num_heads": 12, **kw}
+        return MultiHeadAttention(**args)
+
+    return mha(), [mha(qkv_bias=True), mha(context_length=256), mha(num_heads=2), mha(d_out=96)]
+
+
+def answers_3_4():
+    g = torch.Generator().manual_seed(123)
+    query, keys = torch.randn(64, generator=g), torch.randn(6, 64, generator=g)
+    scores = keys @ query
+    raw, scaled = (torch.softmax(s, dim=-1).max().item() for s in (scores, scores / 8))
+    return (raw, scaled), [(scaled, raw), (raw, torch.softmax(scores / 64, dim=-1).max().item()), (raw, "0.5")]
+
+
+def answers_4_1():
+    block = TransformerBlock(GPT_CONFIG_124M)
+    ff, att = count(block.ff), count(block.att)
+    return (ff, att), [(att, ff), (ff + 1, att), (count(block), att)]
+
+
+def answers_4_2():
+    def sizes(tie_total=False, mb_base=1024**2, cfg_extra=None):
+        out = {}
+        for size, name in [("355M", "gpt2-medium"), ("774M", "gpt2-large"), ("1558M", "gpt2-xl")]:
+            model = meta({**GPT_CONFIG_124M, **MODEL_SIZES[size], **(cfg_extra or {})})
+            total = count(model)
+            tied = total - model.out_head.weight.numel()
+            out[name] = (tied if tie_total else total, tied, total * 4 / mb_base)
+        return out
+
+    right = sizes()
+    return right, [sizes(tie_total=True), sizes(mb_base=1e6), sizes(cfg_extra={"qkv_bias": True}),
+                   {k: v for k, v in right.items() if k != "gpt2-xl"}]
+
+
+def model_with_dropouts(emb, attn, shortcut):
+    model = GPTModel({**TINY, "n_layers": 2})
+    model.drop_emb = nn.Dropout(emb)
+    for block in model.trf_blocks:
+        block.att.dropout = nn.Dropout(attn)
+        block.drop_shortcut = nn.Dropout(shortcut)
+    return model
+
+
+def answers_4_3():
+    r = ex.DROPOUT_RATES_4_3
+    right = model_with_dropouts(r["embedding"], r["attention"], r["shortcut"])
+    half = model_with_dropouts(r["embedding"], r["attention"], r["shortcut"])
+    half.trf_blocks[0].att.dropout = nn.Dropout(0.1)
+    return right, [GPTModel({**TINY, "drop_rate": 0.1}), model_with_dropouts(0.1, 0.3, 0.2), half]
+
+
+def answers_4_4():
+    model = meta(GPT_CONFIG_124M)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return 2 * linear, [linear, 2 * count(model), 2 * (linear - model.out_head.weight.numel())]
+
+
+def pizza_counts(scale=lambda logits, t: logits / t):
+    logits = torch.tensor(ex.BOOK_LOGITS)
+    counts = {}
+    for t in ex.TEMPERATURES_5_1:
+        torch.manual_seed(123)
+        probas = torch.softmax(scale(logits, t), dim=0)
+        counts[t] = int((torch.multinomial(probas, 1000, replacement=True) == ex.BOOK_VOCAB.index("pizza")).sum())
+    return counts
+
+
+def answers_5_1():
+    right = pizza_counts()
+    fractions = {t: n / 1000 for t, n in right.items()}
+    return right, [pizza_counts(lambda logits, t: logits * t), {1: right[1], 0.1: right[0.1]}, fractions]
+
+
+def answers_5_2():
+    right = {"precise": {"temperature": 0.1, "top_k": None}, "creative": {"temperature": 1.5, "top_k": 5}}
+    return right, [{"precise": right["creative"], "creative": right["precise"]},
+                   {"precise": {"temperature": 1.0, "top_k": None}, "creative": right["creative"]},
+                   {"precise": {"temperature": 0.1}, "creative": {"temperature": 2.0, "top_k": 1}}]
+
+
+def answers_5_3():
+    return {"temperature": 0.0}, [{"temperature": 1.0}, {"temperature": 1.4, "top_k": 25}, {"seed": 123}]
+
+
+def answers_5_4():
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 50257, (2, 8))
+
+    def steps(optimizer, n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+
+    steps(opt, 3)
+    reloaded = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    reloaded.load_state_dict(copy.deepcopy(opt.state_dict()))
+    steps(reloaded, 5)
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    steps(fresh, 5)
+    return (reloaded, 3, 5), [(fresh, 3, 5), (opt, 3, 5), (reloaded, 3, 4), (model, 3, 5)]
+
+
+def answers_5_5():
+    model = tiny_model()
+    train_loader, val_loader = ex._verdict_loaders()
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, "cpu")
+        val_loss = calc_loss_loader(val_loader, model, "cpu")
+    short = tiny_model(context_length=64)
+    return (model, train_loss, val_loss), [(model, val_loss, train_loss), (model, train_loss + 0.1, val_loss),
+                                           (tiny_model(seed=1), train_loss, val_loss), (short, train_loss, val_loss)]
+
+
+def answers_5_6():
+    right = gpt2_config("355M")
+    return right, [gpt2_config("124M"), {**right, "qkv_bias": False}, {**right, "n_heads": 12},
+                   {**GPT_CONFIG_124M, **MODEL_SIZES["355M"]}]
+
+
+def answers_5_7():
+    model, text = tiny_model(), "Every effort moves you forward."
+    ids = torch.tensor([gpt2_tokenizer().encode(text)])
+    with torch.no_grad():
+        logits = model(ids)
+    loss = nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item()
+    unshifted = nn.functional.cross_entropy(logits[0], ids[0]).item()
+    return (model, text, math.exp(loss)), [(model, text, loss), (model, text, math.exp(unshifted)),
+                                           (model, "Another text entirely.", math.exp(loss))]
+
+
+@pytest.fixture
+def spam_csv(tmp_path):
+    rows = [(1, "WINNER! Claim your free prize now"), (0, "See you at lunch?"), (0, "ok"), (1, "Free entry, txt WIN")]
+    return write_split_csv(rows, tmp_path / "train.csv")
+
+
+def answers_6_1(spam_csv):
+    model, tok = tiny_model(), gpt2_tokenizer()
+    full = SpamDataset(spam_csv, tok, max_length=256, context_length=256)
+    return (full, model), [(SpamDataset(spam_csv, tok), model), (SpamDataset(spam_csv, tok, max_length=255), model),
+                           (model, full)]
+
+
+def answers_6_2():
+    def classifier(all_trainable=True, new_head=True):
+        model = tiny_model(n_layers=2)
+        if new_head:
+            prepare_classifier(model)
+        for p in model.parameters():
+            p.requires_grad = all_trainable or p.requires_grad
+        return model
+
+    return classifier(), [classifier(all_trainable=False), classifier(new_head=False)]
+
+
+def answers_6_3():
+    return (lambda outputs: outputs[:, 0, :]), [lambda outputs: outputs[:, -1, :], lambda outputs: outputs[0],
+                                                lambda outputs: outputs[:, :, 0], lambda outputs: outputs.foo]
+
+
+def answers_6_4():
+    model = meta(gpt2_config("124M"))
+    with torch.device("meta"):
+        prepare_classifier(model)
+    n = count(model, trainable=True)
+    return n, [count(model), n - 2, n - 1536]
+
+
+def answers_7_1():
+    from utils import format_input
+
+    def phi(entry):
+        return f"<|user|>\n{entry['instruction']}" + (f"\n{entry['input']}" if entry["input"] else "")
+
+    return phi, [format_input, lambda e: phi(e) + "\n", lambda e: f"<|user|>\n{e['instruction']}"]
+
+
+def masked_collate(offset=1, mask=True):
+    def collate(batch):
+        inputs, targets = custom_collate_fn([ids for _, ids in batch])
+        if mask:
+            for i, (prompt_length, _) in enumerate(batch):
+                targets[i, : prompt_length - offset] = -100
+        return inputs, targets
+
+    return collate
+
+
+def answers_7_2():
+    def mask_inputs(batch):
+        inputs, targets = masked_collate()(batch)
+        return torch.where(targets == -100, -100, inputs), targets
+
+    return masked_collate(), [masked_collate(mask=False), masked_collate(offset=0), mask_inputs, masked_collate(2)]
+
+
+def answers_7_3():
+    right = tuple(len(part) for part in split_data(list(range(52_002))))
+    return right, [(right[0], right[2], right[1]), (935, 110, 55), (right[0] + 1, right[1], right[2])]
+
+
+def answers_7_4():
+    def lora_count(rank, freeze=True):
+        model = meta(gpt2_config("355M"))
+        for p in model.parameters():
+            p.requires_grad = not freeze
+        with torch.device("meta"):
+            replace_linear_with_lora(model, rank=rank, alpha=rank)
+        return count(model, trainable=True)
+
+    return lora_count(16), [lora_count(8), lora_count(16, freeze=False), lora_count(16) + 1]
+
+
+def answers_7_5():
+    tok = gpt2_tokenizer()
+    batch = [tok.encode("Name a colour. Blue."), tok.encode("Name a big animal. The elephant.")]
+    _, targets = custom_collate_fn(batch)
+    n = int((targets != -100).sum())
+    return (batch, n), [(batch, targets.numel()), (batch, n - len(batch)), (batch, n + 1)]
+
+
+def answers_a_1():
+    mlp = nn.Sequential(nn.Linear(2, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 2))
+    return count(mlp), [2 * 30 + 30 * 20 + 20 * 2, 2 + 30 + 20 + 2, count(mlp) - 1]
+
+
+def answers_a_2():
+    return 3.7, [-2.0, float("nan"), float("inf"), "fast", 0]
+
+
+ANSWERS = {name.removeprefix("answers_").replace("_", ".").upper(): f for name, f in dict(globals()).items()
+           if name.startswith("answers_")}
+
+
+def test_every_exercise_has_answers():
+    assert sorted(ANSWERS) == sorted(ex.CHECKERS)
+
+
+@pytest.mark.parametrize("exercise_id", sorted(ex.CHECKERS))
+def test_solution_accepted_and_wrong_answers_rejected(exercise_id, capsys, request):
+    factory = ANSWERS[exercise_id]
+    args = [request.getfixturevalue(n) for n in factory.__code__.co_varnames[: factory.__code__.co_argcount]]
+    right, wrongs = factory(*args)
+    assert len(wrongs) >= 2
+    assert check(exercise_id, right) is True, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"{ex.TICK} Exercise {exercise_id}: right.") and out.count("\n") == 1, out
+    for i, wrong in enumerate(wrongs):
+        assert check(exercise_id, wrong) is False, f"wrong answer {i} was accepted"
+        out = capsys.readouterr().out
+        assert out.startswith(f"{ex.CROSS} Exercise {exercise_id}:") and out.count("\n") == 1, out
+
+
+@pytest.mark.parametrize("answer", [..., None, (..., ...), {"gpt2-medium": (1, ..., 2.0)}])
+def test_unanswered_prints_not_answered_yet(answer, capsys):
+    assert check("4.2", answer) is False
+    assert capsys.readouterr().out == "Exercise 4.2: not answered yet (replace the ... above with your answer)\n"
+
+
+def test_unknown_id_raises_with_known_ids():
+    with pytest.raises(ValueError, match=r"unknown exercise id '9\.9'.*2\.1, 2\.2"):
+        check("9.9", 1)
+
+
+def test_feedback_never_gives_the_expected_value(capsys):
+    """A wrong count must not be answered with the right one."""
+    right, wrongs = answers_4_1()
+    for wrong in wrongs:
+        check("4.1", wrong)
+        out = capsys.readouterr().out
+        assert str(right[0]) not in out and f"{right[0]:,}" not in out, out
+
+
+def test_book_figures():
+    """The computed expected values reproduce the book's numbers."""
+    assert ex._block_counts() == (4_722_432, 2_360_064)
+    assert {k: v[:2] for k, v in ex._gpt2_sizes().items()} == {
+        "gpt2-medium": (406_212_608, 354_749_440), "gpt2-large": (838_220_800, 773_891_840),
+        "gpt2-xl": (1_637_792_000, 1_557_380_800)}
+    assert [round(v[2], 2) for v in ex._gpt2_sizes().values()] == [1549.58, 3197.56, 6247.68]
+    assert gpt2_tokenizer().encode("Akwirw ier") == [33901, 86, 343, 86, 220, 959]
+    assert ex._lora_trainable_355m() == 7_898_384
+    assert answers_a_1()[0] == 752
