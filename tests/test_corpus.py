@@ -173,3 +173,18 @@ def test_memory_stays_flat_while_tokenizing_tens_of_megabytes(tmp_path):
     assert num_tokens > 5_000_000 and size > 20_000_000
     # a Python list of all the tokens would take ~36 bytes each (~400 MB); the stream peaks at a few MB
     assert growth < size / 4, f"peak memory grew by {growth / 1e6:.1f} MB while tokenizing {size / 1e6:.1f} MB"
+
+
+def test_a_saved_bpe_tokenizer_folder_is_a_tokenizer_too(tmp_path):
+    from utils.bpe import BPETokenizer
+
+    text = (ROOT / "data" / "the-verdict.txt").read_text(encoding="utf-8")
+    folder = BPETokenizer.train(text, vocab_size=300).save(tmp_path / "my-tokenizer")
+    tok = get_tokenizer(str(folder))
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text(text[:5000], encoding="utf-8")
+    (tmp_path / "texts" / "b.txt").write_text(text[5000:9000], encoding="utf-8")
+    token_file = build_token_file(tmp_path / "texts", tmp_path / "tokens.bin", tok, progress=False, chunk_bytes=97)
+    expected = tok.encode(text[:5000] + "<|endoftext|>" + text[5000:9000], allowed_special={"<|endoftext|>"})
+    assert np.array_equal(token_file.tokens(), np.array(expected, dtype=np.uint16))
+    assert token_file.n_vocab == 300
