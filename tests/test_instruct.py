@@ -233,7 +233,7 @@ class FakeOllama(http.server.BaseHTTPRequestHandler):
         type(self).requests.append((self.path, body))
         mode = type(self).mode
         if mode == "error":
-            self._send(500, b'{"error": "model \\"llama3\\" not found, try pulling it first"}')
+            self._send(500, b'{"error": "llama runner process has terminated"}')
         elif mode == "malformed":
             self._send(200, b"this is not json\n")
         elif mode == "words":
@@ -291,7 +291,7 @@ def test_judge_prompt_is_the_books():
 
 def test_ollama_http_error_is_clear_and_judge_skips(fake_ollama, capsys):
     FakeOllama.mode = "error"
-    with pytest.raises(OllamaError, match="HTTP 500.*not found"):
+    with pytest.raises(OllamaError, match="HTTP 500.*runner process"):
         query_ollama("x", url=fake_ollama)
     assert judge_scores([ENTRY_WITH_RESPONSE] * 3, url=fake_ollama, progress=False) == [None, None, None]
     assert capsys.readouterr().out.count("skipped entry") == 3

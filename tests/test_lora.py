@@ -204,3 +204,46 @@ def test_not_a_lora_file(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a save_lora file"):
         load_lora(classifier(), tmp_path / "other.safetensors")
+
+
+class _BookLoRA(torch.nn.Module):
+    """A look-alike written by hand, as a notebook does (not utils' class)."""
+
+    def __init__(self, in_dim, out_dim, rank, alpha):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(in_dim, rank))
+        self.B = torch.nn.Parameter(torch.randn(rank, out_dim) * 0.1)
+        self.rank, self.alpha = rank, alpha
+
+    def forward(self, x):
+        return self.alpha / self.rank * (x @ self.A @ self.B)
+
+
+class _BookLinearWithLoRA(torch.nn.Module):
+    def __init__(self, linear, rank, alpha):
+        super().__init__()
+        self.linear, self.lora = linear, _BookLoRA(linear.in_features, linear.out_features, rank, alpha)
+
+    def forward(self, x):
+        return self.linear(x) + self.lora(x)
+
+
+def test_a_hand_written_lora_class_is_recognised(tmp_path):
+    model = classifier()
+    torch.manual_seed(0)
+    for block in model.trf_blocks:
+        block.att.W_query = _BookLinearWithLoRA(block.att.W_query, 2, 4)
+    with pytest.raises(ValueError, match="already has LoRA"):
+        replace_linear_with_lora(model, rank=2, alpha=4)
+    assert len(lora_layers(model)) == TINY["n_layers"]
+    path = save_lora(model, tmp_path / "book.safetensors")
+    x = tokens()
+    with torch.no_grad():
+        expected = model(x)
+        assert (merge_lora(copy.deepcopy(model))(x) - expected).abs().max() < 1e-5
+    fresh = classifier()
+    for block in fresh.trf_blocks:
+        block.att.W_query = _BookLinearWithLoRA(block.att.W_query, 2, 4)
+    load_lora(fresh, path)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)

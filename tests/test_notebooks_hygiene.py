@@ -15,7 +15,7 @@ from tools import headers
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
-HEAVY = ("05_", "06_", "07_")  # chapters that train: they read LLM_SMOKE in their first config cell
+HEAVY = ("05_", "06_", "07_", "D_", "E_")  # notebooks that train: they read LLM_SMOKE in their first config cell
 SMOKE_LINE = 'SMOKE = os.environ.get("LLM_SMOKE") == "1"'
 MAX_STREAM_CHARS = 5000  # a longer stream output is a progress-bar wall (or a dump nobody reads)
 
@@ -147,3 +147,81 @@ def test_heavy_chapters_read_smoke_flag_first(path):
     )
     assignments = [j for j, c in code if re.search(r"^\s*SMOKE\s*=", c.source, re.M)]
     assert assignments == [i], f"{path.name}: SMOKE is set in cells {assignments}; set it once, in the config cell"
+
+
+# What a learner reads speaks of the learner's run, not of the test suite: no test plumbing in markdown, code
+# comments or outputs. The one exception is the settings cell of a heavy chapter (the code cell that sets SMOKE)
+# and the markdown just before it, where the quick setting is explained.
+PLUMBING = re.compile(
+    r"\bsmoke\b|\bnbval\b|\bpytest\b|\bconftest\b|\bLLM_SMOKE\b|\btest suite\b|\bthe tests\b|\btests?/\w|"
+    r"(?-i:\bCI\b)",
+    re.IGNORECASE,
+)
+CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]  # the book's chapters (not bonus notebooks)
+OWN_INPUT = ("02_", "05_", "06_", "07_")  # chapters with a cell for the learner's own input
+
+
+def _comments(source: str) -> list[str]:
+    """The `#` comments of a code cell (IPython magics and shell lines are skipped)."""
+    import io
+    import tokenize
+
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.split("\n"))
+    try:
+        return [t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.COMMENT]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return [line.split("#", 1)[1] for line in code.split("\n") if "#" in line]
+
+
+def _settings_cells(cells) -> set[int]:
+    """Indices of the settings cell (the code cell that sets SMOKE) and of the markdown cell right before it."""
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and re.search(r"^\s*SMOKE\s*=", cell.source, re.M):
+            return {i, i - 1} if i and cells[i - 1].cell_type == "markdown" else {i}
+    return set()
+
+
+@every_notebook
+def test_no_test_plumbing_in_what_a_learner_reads(path):
+    cells = _nb(path).cells
+    exempt = _settings_cells(cells)
+    found = []
+    for i, cell in enumerate(cells):
+        if i in exempt:
+            continue
+        if cell.cell_type == "markdown":
+            texts = [cell.source]
+        elif cell.cell_type == "code":
+            texts = _comments(cell.source) + [t for o in cell.get("outputs", []) for t in _output_texts(o)]
+        else:
+            continue
+        for text in texts:
+            for match in PLUMBING.finditer(text):
+                context = text[max(0, match.start() - 40) : match.end() + 40].replace("\n", " ")
+                found.append(f"{_where(i, cell)}: ...{context}...")
+    assert not found, (
+        f"{path.name}: test plumbing outside the settings cell (speak of the learner's run; the quick size belongs "
+        "in the settings cell only):\n" + "\n".join(found[:10])
+    )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+def test_chapter_ends_with_summary_and_next_link(path):
+    cells = _nb(path).cells
+    summary = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and re.search(r"^##\s+Summary", c.source, re.M)]
+    assert summary, f"{path.name}: no '## Summary' markdown cell"
+    after = "\n".join(c.source for c in cells[summary[-1] :] if c.cell_type == "markdown")
+    links = re.findall(r"\*\*Next:\*\*.*?\]\(([^)]+)\)", after, re.S)
+    assert links, f"{path.name}: no '**Next:** [...](...)' link at or after the summary"
+    target = (path.parent / links[0].split("#")[0]).resolve()
+    assert target.exists(), f"{path.name}: the next-chapter link points to {links[0]}, which does not exist"
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if p.name.startswith(OWN_INPUT)],
+                         ids=[p.name for p in CHAPTERS if p.name.startswith(OWN_INPUT)])
+def test_chapter_has_a_cell_for_the_learners_own_input(path):
+    cells = _nb(path).cells
+    turns = [i for i, c in enumerate(cells[:-1]) if c.cell_type == "markdown" and re.search(r"^#+ Your turn", c.source, re.M)]
+    assert turns and cells[turns[0] + 1].cell_type == "code", (
+        f"{path.name}: no '## Your turn' markdown cell followed by a code cell for the learner's own input"
+    )

@@ -35,6 +35,13 @@ def test_last_step_is_just_above_min_and_floor_is_min():
     assert lr_at_step(135, **BOOK) == pytest.approx(1e-5, rel=1e-12)
 
 
+def test_same_floats_as_the_books_loop():
+    inc = (1e-3 - 1e-5) / 27
+    by_hand = [1e-5 + s * inc if s < 27
+               else 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * ((s - 27) / (135 - 27)))) for s in range(135)]
+    assert [lr_at_step(s, **BOOK) for s in range(135)] == by_hand  # exactly, not approximately
+
+
 def test_schedule_is_monotone_in_each_phase():
     lrs = [lr_at_step(s, **BOOK) for s in range(135)]
     assert all(a < b for a, b in zip(lrs[:27], lrs[1:28]))

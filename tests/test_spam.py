@@ -218,12 +218,26 @@ def test_training_loop_updates_only_the_trainable_part():
 
 def test_training_stops_on_a_nan_loss():
     model = tiny_classifier()
-    with torch.no_grad():
-        model.out_head.weight.fill_(float("nan"))
+    model.out_head.register_forward_hook(lambda module, args, output: output * float("nan"))
     train_ds, val_ds = token_loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with pytest.raises(NonFiniteLossError, match="step 0"):
+    with pytest.raises(NonFiniteLossError, match="step 0.*still finite"):
         train_classifier_simple(model, DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4), optimizer, "cpu", 1, 1, 1, progress=False)
+
+
+def test_nan_weights_are_refused_before_training_and_max_steps_zero_takes_no_step():
+    model = tiny_classifier()
+    train_ds, val_ds = token_loaders()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loaders = DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, max_steps=0, progress=False) == (
+        [], [], [], [], 0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not optimizer.state
+    with torch.no_grad():
+        model.out_head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="out_head.weight holds NaN or inf before training started"):
+        train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, progress=False)
 
 
 # --- the frozen blocks computed once ----------------------------------------------------------------------

@@ -45,10 +45,89 @@ def train(model, optimizer, train_loader, val_loader, **kwargs):
 def test_nan_guard_names_the_step():
     train_loader, val_loader = loaders()
     model, optimizer = fresh(1)
+    calls = []
+
+    def nan_on_the_second_step(module, args, output):
+        calls.extend([1] if module.training else [])  # evaluations run in eval mode
+        return output * float("nan") if len(calls) == 2 else output
+
+    model.final_norm.register_forward_hook(nan_on_the_second_step)
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 1 \(epoch 1\).*still finite.*Lower the"):
+        train(model, optimizer, train_loader, val_loader)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_weights_before_training_are_refused():
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
     with torch.no_grad():
         model.final_norm.scale.fill_(float("nan"))  # every logit NaN
-    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 0 \(epoch 1\).*Lower the learning rate"):
+    with pytest.raises(ValueError, match=r"final_norm.scale holds NaN or inf before training started"):
         train(model, optimizer, train_loader, val_loader)
+
+
+def test_weights_made_non_finite_by_the_step_are_caught_and_never_saved(tmp_path):
+    """A finite loss and finite gradients, but a learning rate that sends the weights to inf in the update."""
+    train_loader, val_loader = loaders()
+    model, _ = fresh(1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e10)
+    model.final_norm.scale.register_hook(lambda grad: grad * 1e30)  # large, still finite
+    ckpt = tmp_path / "run.pth"
+    with pytest.raises(NonFiniteLossError, match=r"weights became non-finite in the optimizer step of step 0 .*"
+                       r"learning rate \(1e\+10\) is too high.*no checkpoint was written.*train again from the start"):
+        train(model, optimizer, train_loader, val_loader, checkpoint_path=ckpt, checkpoint_every=1)
+    assert not ckpt.exists() and not list(tmp_path.iterdir())  # nothing written, no .tmp
+
+
+def test_non_finite_gradients_stop_before_the_step():
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    model.final_norm.scale.register_hook(lambda grad: grad * float("inf"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match=r"gradients became non-finite at step 0 \(epoch 1\), first in "
+                       r"final_norm.scale.*weights are still finite"):
+        train(model, optimizer, train_loader, val_loader)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_checkpoint_refuses_non_finite_weights(tmp_path):
+    model, optimizer = fresh(1)
+    with torch.no_grad():
+        model.out_head.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match="out_head.weight holds NaN or inf values: refusing to write"):
+        save_checkpoint(tmp_path / "bad.pth", model, optimizer)
+    assert not list(tmp_path.iterdir())
+
+
+def test_max_steps_zero_takes_no_step(tmp_path):
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert train(model, optimizer, train_loader, val_loader, max_steps=0) == ([], [], [])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state()) and not optimizer.state
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    ckpt = tmp_path / "run.pth"
+    train(model, optimizer, train_loader, val_loader, checkpoint_path=ckpt, max_steps=2)
+    payload = torch.load(ckpt, weights_only=True)
+    assert payload["global_step"] == 1 and payload["train_batches"] == 3
+    assert isinstance(payload["rng_now"], torch.Tensor)
+
+
+def test_safetensors_weights_round_trip(tmp_path):
+    from utils import load_weights, save_weights
+
+    model, _ = fresh(1)
+    path = save_weights(model, tmp_path / "model.safetensors", config=TINY)
+    other, _ = fresh(2)
+    assert load_weights(other, path) == TINY
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
 def test_exploding_lr_stops_before_the_update():
@@ -117,7 +196,7 @@ def test_empty_loader_errors():
     assert len(empty) == 0
     with pytest.raises(ValueError, match="data loader is empty.*smaller batch_size"):
         calc_loss_loader(empty, model, CPU)
-    with pytest.raises(ValueError, match="training loader is empty"):
+    with pytest.raises(ValueError, match="train_loader is empty"):
         train(model, optimizer, empty, empty)
 
 

@@ -29,15 +29,24 @@ def install_source(workdir: str = "notebooks") -> str:
     """The Colab-only install cell of a notebook in `workdir` ("notebooks" or "notebooks/solutions")."""
     folder = REPO_URL.rstrip("/").rsplit("/", 1)[-1]
     up = "../" * (workdir.count("/") + 1)
-    # A Colab runtime restart puts the kernel back in /content: clone only once, always change into notebooks/.
-    # Colab already has torch, numpy and matplotlib; the notebooks need only these three more.
-    return f'''# On Colab only: fetch the repository and what the notebooks need, then work in {workdir}/
-import os, subprocess, sys
-if "google.colab" in sys.modules and not os.path.isdir("{up}utils"):
-    if not os.path.isdir("/content/{folder}"):
-        subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tiktoken", "tqdm", "safetensors"], check=True)
-    os.chdir("/content/{folder}/{workdir}")'''
+    # Every run on Colab: clone once (into a .part folder renamed when complete, so an interrupted clone is redone),
+    # change into {workdir}/ unless already inside the repository (a runtime restart puts the kernel back in
+    # /content), and pip-install whatever of the three packages Colab lacks still fails to import, so an
+    # interrupted or failed first install is retried. Colab already has torch, numpy and matplotlib.
+    return f'''# On Colab only: fetch the repository once, install what is missing, then work in {workdir}/
+import importlib.util, os, shutil, subprocess, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("{up}utils"):  # not inside the repository: a new runtime, or one just restarted
+        if not os.path.isdir("/content/{folder}"):
+            shutil.rmtree("/content/{folder}.part", ignore_errors=True)  # left by an interrupted clone
+            subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}.part"], check=True)
+            os.rename("/content/{folder}.part", "/content/{folder}")
+        os.chdir("/content/{folder}/{workdir}")
+    missing = [name for name in ["tiktoken", "tqdm", "safetensors"] if importlib.util.find_spec(name) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        importlib.invalidate_caches()
+    print("Chapters 5-7 train models: for them pick a GPU (Runtime > Change runtime type > T4 GPU).")'''
 
 
 VERSIONS_SOURCE = '''import sys
@@ -47,7 +56,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path.cwd().parent))  # makes the repository's `utils` package importable
 print("python", sys.version.split()[0])
 for package in ["torch", "tiktoken", "matplotlib"]:
-    print(package, version(package))'''
+    print(package, version(package))
+
+from utils import get_device
+
+print("device:", get_device())  # where this notebook computes: cuda > mps > cpu'''
 # From notebooks/solutions/ the repository root is one folder further up.
 SOLUTIONS_VERSIONS_SOURCE = VERSIONS_SOURCE.replace("Path.cwd().parent))", "Path.cwd().parent.parent))")
 
@@ -76,13 +89,13 @@ def header_cells(title_markdown: str, notebook_name: str) -> list:
 
 
 def update(path: Path) -> bool:
-    """Rewrite the badge and the install cell of notebook `path` in place; True if anything changed."""
+    """Rewrite the badge, the install cell and the versions cell of notebook `path` in place; True if anything changed."""
     nb = nbformat.read(path, as_version=4)
-    title, install = nb.cells[0], nb.cells[1]
-    badge_md, install_cell, _ = opening(relative_name(path))
+    title, install, versions = nb.cells[0], nb.cells[1], nb.cells[2]
+    badge_md, install_cell, versions_source = opening(relative_name(path))
     new_title = BADGE_RE.sub(badge_md, title.source)
-    changed = new_title != title.source or install.source != install_cell
-    title.source, install.source = new_title, install_cell
+    changed = new_title != title.source or install.source != install_cell or versions.source != versions_source
+    title.source, install.source, versions.source = new_title, install_cell, versions_source
     if changed:
         nbformat.write(nb, path)
     return changed

@@ -1,7 +1,18 @@
 """Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
 
-from .assets import ASSETS, AssetError, data_dir, fetch
+from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
+from .bpe import BPETokenizer
+from .corpus import (
+    ByteTokenizer,
+    CorpusError,
+    TokenFile,
+    TokenWindows,
+    build_token_file,
+    get_tokenizer,
+    train_val_windows,
+    write_series_corpus,
+)
 from .data import GPTDatasetV1, create_dataloader_v1
 from .generate import (
     generate,
@@ -15,6 +26,9 @@ from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gp
 from .instruct import (
     InstructionDataset,
     OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
@@ -70,6 +84,7 @@ from .spam import (
 )
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
+    CheckpointError,
     NonFiniteLossError,
     calc_loss_batch,
     calc_loss_loader,
@@ -77,15 +92,22 @@ from .train import (
     generate_and_print_sample,
     get_device,
     load_checkpoint,
+    load_weights,
     perplexity,
+    read_checkpoint,
     save_checkpoint,
+    save_weights,
     set_seed,
+    train_model,
     train_model_simple,
 )
 
 __all__ = [
     "ASSETS", "AssetError", "data_dir", "fetch",
     "MultiHeadAttention",
+    "BPETokenizer",
+    "ByteTokenizer", "CorpusError", "TokenFile", "TokenWindows", "build_token_file", "get_tokenizer", "train_val_windows",
+    "write_series_corpus",
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
@@ -103,5 +125,7 @@ __all__ = [
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
-    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model_simple",
+    "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
+    "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
+    "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
 ]

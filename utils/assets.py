@@ -9,6 +9,11 @@ Settings (environment variables):
 - `LLM_ASSET_MIRROR`: a base URL tried before the real ones, e.g. `http://127.0.0.1:8000`
   (a folder holding the files under their download names, such as `python -m http.server`).
 - `LLM_DOWNLOAD_TIMEOUT`: seconds without data before a connection is given up (default 30).
+- `LLM_DOWNLOAD_MIN_RATE`: bytes per second a download must average once it has run that long
+  (default 10000; 0 turns the check off), so a server that trickles bytes cannot hold a fetch forever.
+
+A fetch killed hard (kernel restart) leaves its `<file>.<id>.part` behind; the next fetch of that asset
+removes such part files once nothing has written to them for a while.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import http.client
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -98,13 +104,76 @@ class AssetError(RuntimeError):
     """A file could not be fetched or did not verify; the message says how to get it by hand."""
 
 
+class AssetUnavailable(AssetError):
+    """No source delivered a verified copy (offline, server errors, wrong files); `reasons`: (url, why) per source."""
+
+    def __init__(self, message: str, reasons=()):
+        super().__init__(message)
+        self.reasons = list(reasons)
+
+
+class UnknownAssetError(KeyError, ValueError):
+    """`fetch` was given a name that is not in ASSETS."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 def data_dir() -> Path:
     """The folder downloads land in: `$LLM_DATA_DIR`, else `<repo>/data`."""
-    return Path(os.environ.get("LLM_DATA_DIR") or REPO_ROOT / "data")
+    raw = os.environ.get("LLM_DATA_DIR")
+    if raw is None or not raw.strip():
+        return REPO_ROOT / "data"
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"the environment variable LLM_DATA_DIR={raw!r} is not a folder (a file of that name exists): "
+            "point it at a folder, or unset it to use the repository's data/ folder"
+        )
+    return path
+
+
+def _writable(folder: Path) -> None:
+    """Create `folder` and prove a file can be written in it; else a ValueError naming LLM_DATA_DIR."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if os.environ.get("LLM_DATA_DIR", "").strip():
+            raise ValueError(
+                f"cannot write to the data folder {folder} ({why}), set by the environment variable LLM_DATA_DIR: "
+                "point LLM_DATA_DIR at a folder you can write to, or unset it"
+            ) from None
+        raise ValueError(
+            f"cannot write to the data folder {folder} ({why}): set the environment variable LLM_DATA_DIR "
+            "to a folder you can write to"
+        ) from None
+
+
+def _env_number(name: str, default: float, *, allow_zero: bool, example: str) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value == value and value != float("inf") and (value > 0 or (allow_zero and value == 0))):
+        raise ValueError(
+            f"the environment variable {name}={raw!r} is not a {'non-negative' if allow_zero else 'positive'} "
+            f"number: set it to e.g. {example}, or unset it for the default ({default:g})"
+        )
+    return value
 
 
 def _timeout() -> float:
-    return float(os.environ.get("LLM_DOWNLOAD_TIMEOUT", "30"))
+    return _env_number("LLM_DOWNLOAD_TIMEOUT", 30.0, allow_zero=False, example="30 (seconds)")
+
+
+def _min_rate() -> float:
+    return _env_number("LLM_DOWNLOAD_MIN_RATE", 10_000.0, allow_zero=True, example="10000 (bytes per second)")
 
 
 def sha256_of(path: Path) -> str:
@@ -134,6 +203,12 @@ def _candidate_urls(asset: Asset) -> list[str]:
     urls = []
     mirror = os.environ.get("LLM_ASSET_MIRROR", "").strip()
     if mirror:
+        parsed = urllib.parse.urlparse(mirror)
+        if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.netloc):
+            raise ValueError(
+                f"the environment variable LLM_ASSET_MIRROR={mirror!r} is not a base URL: set it to one such as "
+                "http://127.0.0.1:8000 (a server holding the files under their download names), or unset it"
+            )
         remote_name = asset.download_name or asset.filename
         urls.append(mirror.rstrip("/") + "/" + urllib.parse.quote(remote_name))
     urls.extend(asset.urls)
@@ -141,9 +216,10 @@ def _candidate_urls(asset: Asset) -> list[str]:
 
 
 def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -> None:
-    """Stream `url` into `dest`; raise on HTTP errors, stalls and short bodies."""
+    """Stream `url` into `dest`; raise on HTTP errors, stalls, trickles below the minimum rate and short bodies."""
+    timeout, min_rate = _timeout(), _min_rate()
     request = urllib.request.Request(url, headers={"User-Agent": "llm-from-scratch-notebooks"})
-    with urllib.request.urlopen(request, timeout=_timeout()) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else expected_size
         bar = None
@@ -151,15 +227,22 @@ def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name.removesuffix(".part"))
-        received = 0
+        received, start = 0, time.monotonic()
+        read = getattr(response, "read1", response.read)  # returns what has arrived: a trickle is noticed
         try:
-            with open(dest, "wb") as f:
+            with open(dest, "wb", buffering=0) as f:  # unbuffered: the part file's age shows the fetch is alive
                 while True:
-                    chunk = response.read(1 << 20)
+                    chunk = read(1 << 20)
                     if not chunk:
                         break
                     f.write(chunk)
                     received += len(chunk)
+                    elapsed = time.monotonic() - start
+                    if min_rate and elapsed > timeout and received < min_rate * elapsed:
+                        raise AssetError(
+                            f"{url}: too slow: {received} bytes in {elapsed:.0f} s, under the minimum of "
+                            f"{min_rate:g} bytes/s (LLM_DOWNLOAD_MIN_RATE); try again later or use another source"
+                        )
                     if bar is not None:
                         bar.update(len(chunk))
         finally:
@@ -187,13 +270,44 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _stale_after() -> float:
+    """Seconds without a write after which a part file belongs to no live fetch (a live one writes or gives up)."""
+    return max(120.0, 4 * _timeout())
+
+
+def remove_stale_parts(asset: Asset, folder: Path) -> list[str]:
+    """Delete `<file>.*.part` files and `<file>.*.tmp` folders of `asset` that nothing has written to lately."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for leftover in [*folder.glob(f"{asset.filename}.*.part"), *folder.glob(f"{asset.filename}.*.tmp")]:
+        try:
+            inside = [leftover, *leftover.rglob("*")] if leftover.is_dir() else [leftover]
+            newest = max(p.stat().st_mtime for p in inside)
+            if now - newest < _stale_after():
+                continue  # another fetch may be writing it right now
+            size = sum(p.stat().st_size for p in inside if p.is_file())
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        except OSError:
+            continue  # gone already, or not ours to remove
+        removed.append(leftover.name)
+        print(f"removed {leftover.name} ({size / 1e6:.1f} MB), left by an interrupted download")
+    return removed
+
+
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Return the local path of asset `name`, downloading and verifying it first if needed."""
+    if not isinstance(name, str):
+        raise TypeError(f"fetch needs an asset name (a str such as 'the-verdict'), got {name!r}")
     if name not in ASSETS:
-        raise KeyError(f"unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}")
+        raise UnknownAssetError(f"unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     asset = ASSETS[name]
     folder = data_dir()
     target = folder / asset.filename
+    remove_stale_parts(asset, folder)
     if target.is_file():
         try:
             _verify(asset, target, str(target))
@@ -203,9 +317,11 @@ def fetch(name: str, *, progress: bool = True) -> Path:
                 f"{target} exists but does not verify ({exc}). Delete it and run again to download a fresh copy."
             ) from None
 
-    folder.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for url in _candidate_urls(asset):
+    urls = _candidate_urls(asset)
+    _timeout(), _min_rate()  # a malformed setting is named before anything is written
+    _writable(folder)
+    errors, reasons = [], []
+    for url in urls:
         # A part file of its own per attempt: two notebooks fetching at once never write into each other's file.
         part = folder / f"{asset.filename}.{uuid.uuid4().hex[:8]}.part"
         try:
@@ -225,11 +341,13 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             return target
         except (AssetError, OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
             errors.append(f"  - {url}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
+            reasons.append((url, _reason(exc).removeprefix(f"{url}: ")))
         finally:
             part.unlink(missing_ok=True)
     tried = "\n".join(errors)
-    raise AssetError(
+    raise AssetUnavailable(
         f"could not fetch {asset.filename} ({asset.description}). Tried:\n{tried}\n"
         f"To place it by hand (offline, or behind a proxy): {_by_hand(asset, target)}. "
-        "Or set LLM_ASSET_MIRROR to a server that has the file."
+        "Or set LLM_ASSET_MIRROR to a server that has the file.",
+        reasons,
     )

@@ -10,6 +10,8 @@ only the newest token (see `utils.generate`).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,6 +22,11 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, fast=True):
         super().__init__()
+        for name, value in (("d_in", d_in), ("d_out", d_out), ("context_length", context_length), ("num_heads", num_heads)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a probability in [0, 1) (0.0 for none), got {dropout!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
         self.d_out = d_out
@@ -41,6 +48,15 @@ class MultiHeadAttention(nn.Module):
         self.cache_pos = 0
 
     def forward(self, x, use_cache=False):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.W_query.in_features:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must be a tensor of shape (batch, num_tokens, d_in={self.W_query.in_features}), got {got}"
+                + (" (add the batch dimension: x.unsqueeze(0))" if isinstance(x, torch.Tensor) and x.dim() == 2 else "")
+            )
+        if x.shape[1] > self.mask.shape[0]:
+            raise ValueError(f"{x.shape[1]} tokens exceed the context length {self.mask.shape[0]} this attention was "
+                             f"built for: pass at most {self.mask.shape[0]} tokens (x[:, -{self.mask.shape[0]}:])")
         b, num_tokens, _ = x.shape  # (batch, num_tokens, d_in)
         # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
         queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)

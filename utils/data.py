@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .tokenizer import gpt2_tokenizer
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class GPTDatasetV1(Dataset):
@@ -15,10 +21,14 @@ class GPTDatasetV1(Dataset):
     """
 
     def __init__(self, txt: str, tokenizer, max_length: int, stride: int):
-        if max_length <= 0:
-            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}: use e.g. max_length=256")
-        if stride <= 0:
-            raise ValueError(f"stride must be a positive number of tokens, got {stride}: use e.g. stride=max_length")
+        if not isinstance(txt, str):
+            raise TypeError(f"txt must be a str (the training text), got {type(txt).__name__}")
+        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
+            raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
+        if not _is_int(max_length) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}: use e.g. max_length=256")
+        if not _is_int(stride) or stride <= 0:
+            raise ValueError(f"stride must be a positive number of tokens, got {stride!r}: use e.g. stride=max_length")
         token_ids = tokenizer.encode(txt, allowed_special={"<|endoftext|>"})
         if len(token_ids) < max_length + 1:
             raise ValueError(
@@ -49,8 +59,13 @@ def create_dataloader_v1(
     tokenizer=None,
 ) -> DataLoader:
     """A DataLoader of `(inputs, targets)` batches, each `(batch_size, max_length)` token ids (GPT-2 BPE)."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not _is_int(batch_size) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    if not _is_int(num_workers) or num_workers < 0:
+        raise ValueError(f"num_workers must be a whole number >= 0 (0 loads in this process), got {num_workers!r}")
+    for name, value in (("shuffle", shuffle), ("drop_last", drop_last)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     dataset = GPTDatasetV1(txt, tokenizer or gpt2_tokenizer(), max_length, stride)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(

@@ -8,15 +8,18 @@ No TensorFlow and no `transformers`: only `safetensors`.
 
 from __future__ import annotations
 
+import os
 import re
+import urllib.parse
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .assets import ASSETS, REPO_ROOT, AssetError, fetch
+from .assets import ASSETS, REPO_ROOT, AssetError, AssetUnavailable, fetch
 from .model import MODEL_SIZES, GPTModel, gpt2_config
+from .train import CheckpointError, _check_fits, read_checkpoint
 
 GPT2_ASSETS = {"124M": "gpt2-124M", "355M": "gpt2-355M"}  # size -> name in utils.assets.ASSETS
 # Files without a pinned sha256 must at least be this large (the real 355M file is about 1.52 GB).
@@ -107,6 +110,10 @@ def check_gpt2_weights(shapes: dict[str, tuple[int, ...]], cfg: dict) -> None:
 
 def load_weights_into_gpt(model: GPTModel, weights: dict[str, torch.Tensor]) -> None:
     """Copy HF GPT-2 tensors (`{name: tensor}`, Conv1D `(in, out)`) into `model`; every name and shape is checked first."""
+    if not all(hasattr(model, part) for part in ("tok_emb", "pos_emb", "trf_blocks", "final_norm", "out_head")):
+        raise TypeError(f"model must be a GPTModel (GPTModel(gpt2_config(size))), got {type(model).__name__}")
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise TypeError("weights must be a dict name -> tensor, as safetensors.torch.load_file(path) returns")
     weights = _strip(weights)
     check_gpt2_weights({k: tuple(t.shape) for k, t in weights.items()}, _config_of(model))  # nothing copied on error
     e = model.tok_emb.embedding_dim
@@ -167,7 +174,7 @@ def _check_unhashed(path: Path, size: str) -> None:
 def download_and_load_gpt2(size: str = "124M", **config_overrides) -> tuple[GPTModel, dict]:
     """Fetch OpenAI's GPT-2 `size` weights and return `(model in eval mode, config)`; AssetError if unreachable."""
     if size not in GPT2_ASSETS:
-        raise ValueError(f"no GPT-2 {size} weights are registered: choose one of {', '.join(GPT2_ASSETS)}")
+        raise ValueError(f"no GPT-2 {size!r} weights are registered: choose one of {', '.join(GPT2_ASSETS)}")
     config = gpt2_config(size, **config_overrides)
     path = fetch(GPT2_ASSETS[size])
     if ASSETS[GPT2_ASSETS[size]].sha256 is None:
@@ -190,39 +197,62 @@ def _shown(path: Path) -> str:
         return path.name
 
 
+def _why_unreachable(exc: AssetUnavailable) -> str:
+    """'huggingface.co: <urlopen error [Errno -3] ...>' for each source tried, shortened to one line."""
+    parts = [f"{urllib.parse.urlparse(url).hostname or url}: {why}" for url, why in exc.reasons] or [str(exc)]
+    text = "; ".join(" ".join(part.split()) for part in parts)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def gpt2_or_fallback(
     size: str = "124M", *, try_download=True, fallback_checkpoint=None, fallback_config=None, **config_overrides
 ) -> tuple[GPTModel, dict, str]:
     """OpenAI's GPT-2 `size` if reachable, else a `save_checkpoint` file with a config, else a seeded random init.
 
-    Prints one line when it falls back. Returns `(model in eval mode, config, source)` with source one of
-    "OpenAI GPT-2 <size>", "chapter-5 checkpoint", "random init".
+    Falls back only when the weights cannot be downloaded (offline, server errors), and then prints one line
+    saying why; a damaged file already in the data folder raises instead. The checkpoint is read with
+    `torch.load(weights_only=True)`: a file that would run code is refused. Returns `(model in eval mode,
+    config, source)` with source one of "OpenAI GPT-2 <size>", "chapter-5 checkpoint", "random init".
     """
+    if size not in GPT2_ASSETS:
+        raise ValueError(f"no GPT-2 {size!r} weights are registered: choose one of {', '.join(GPT2_ASSETS)}")
+    if not isinstance(try_download, bool):
+        raise TypeError(f"try_download must be True or False, got {try_download!r}")
+    if fallback_checkpoint is not None and (not isinstance(fallback_checkpoint, (str, os.PathLike))
+                                            or not str(fallback_checkpoint)):
+        raise TypeError(f"fallback_checkpoint must be a file path (str or Path) or None, got {fallback_checkpoint!r}")
+    if fallback_config is not None and not isinstance(fallback_config, dict):
+        raise TypeError(f"fallback_config must be a model config dict or None, got {type(fallback_config).__name__}")
+    why = "try_download=False"
     if try_download:
         try:
             model, config = download_and_load_gpt2(size, **config_overrides)
             return model, config, f"OpenAI GPT-2 {size}"
-        except AssetError:
-            pass
+        except AssetUnavailable as exc:  # only "cannot be reached": a bad file in data/ raises
+            why = _why_unreachable(exc)
     ckpt = Path(fallback_checkpoint) if fallback_checkpoint is not None else None
+    missing = ""
     if ckpt is not None and ckpt.is_file():
-        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or "config" not in payload or "model_state_dict" not in payload:
-            raise ValueError(
+        payload = read_checkpoint(ckpt, map_location="cpu")
+        if not isinstance(payload.get("config"), dict):
+            raise CheckpointError(
                 f"{_shown(ckpt)} holds no model config: save it with save_checkpoint(path, model, config=cfg)"
             )
         # settings that change no parameter shape (e.g. drop_rate) may be overridden
         config = {**payload["config"], **{k: v for k, v in config_overrides.items() if k not in SHAPE_KEYS}}
         model = GPTModel(config)
+        _check_fits(_shown(ckpt), payload, model)
         model.load_state_dict(payload["model_state_dict"])
         source, label = "chapter-5 checkpoint", f"the chapter-5 checkpoint {_shown(ckpt)}"
     else:
+        if ckpt is not None:
+            missing = f" (there is no {_shown(ckpt)} yet: chapter 5 writes it)"
         config = dict(fallback_config) if fallback_config is not None else gpt2_config(size, **config_overrides)
         torch.manual_seed(123)
         model = GPTModel(config)
-        source, label = "random init", "a randomly initialised model (seed 123)"
+        source, label = "random init", f"a randomly initialised model (seed 123){missing}"
     if try_download:
-        print(f"OpenAI GPT-2 {size} weights unreachable (offline?); continuing on {label} instead.")
+        print(f"OpenAI GPT-2 {size} weights unreachable ({why}); continuing on {label} instead.")
     else:
         print(f"Not downloading the OpenAI GPT-2 {size} weights (try_download=False); using {label}.")
     model.eval()

@@ -62,7 +62,7 @@ class LinearWithLoRA(nn.Module):
 
     def __init__(self, linear, rank, alpha):
         super().__init__()
-        if isinstance(linear, LinearWithLoRA):
+        if _is_lora_wrapper(linear):
             raise ValueError("this layer already has a LoRA update: wrap each linear layer once")
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
@@ -74,9 +74,18 @@ class LinearWithLoRA(nn.Module):
         return self.linear(x) + self.lora(x)
 
 
-def lora_layers(model: nn.Module) -> dict[str, LinearWithLoRA]:
-    """Every `LinearWithLoRA` in `model`, by module name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LinearWithLoRA)}
+def _is_lora_wrapper(module) -> bool:
+    """A `LinearWithLoRA`, or a look-alike (a notebook's own class): `.linear` an nn.Linear, `.lora` with A and B."""
+    if isinstance(module, LinearWithLoRA):
+        return True
+    lora = getattr(module, "lora", None)
+    return (isinstance(getattr(module, "linear", None), nn.Linear) and isinstance(lora, nn.Module)
+            and isinstance(getattr(lora, "A", None), torch.Tensor) and isinstance(getattr(lora, "B", None), torch.Tensor))
+
+
+def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every `LinearWithLoRA` (or look-alike: `.linear` + `.lora.A`/`.lora.B`) in `model`, by module name."""
+    return {name: m for name, m in model.named_modules() if _is_lora_wrapper(m)}
 
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
@@ -126,7 +135,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
         old = wrapped.linear
         merged = nn.Linear(old.in_features, old.out_features, bias=old.bias is not None,
                            device=old.weight.device, dtype=old.weight.dtype)
-        merged.weight.copy_(old.weight + wrapped.lora.delta_weight().to(old.weight.dtype))
+        eye = torch.eye(old.in_features, device=old.weight.device, dtype=wrapped.lora.A.dtype)
+        delta = wrapped.lora(eye).T  # (out, in): the layer's own update applied to every unit vector
+        merged.weight.copy_(old.weight + delta.to(old.weight.dtype))
         merged.weight.requires_grad_(old.weight.requires_grad)
         if old.bias is not None:
             merged.bias.copy_(old.bias)
@@ -162,8 +173,8 @@ def save_lora(model: nn.Module, path, include=()) -> Path:
 
     layers = lora_layers(model)
     tensors = lora_state_dict(model, include)
-    ranks = {m.lora.rank for m in layers.values()}
-    alphas = {m.lora.alpha for m in layers.values()}
+    ranks = {int(getattr(m.lora, "rank", m.lora.A.shape[1])) for m in layers.values()}
+    alphas = {float(getattr(m.lora, "alpha", float("nan"))) for m in layers.values()}
     if len(ranks) > 1 or len(alphas) > 1:
         raise ValueError(f"the LoRA layers differ in rank {sorted(ranks)} or alpha {sorted(alphas)}: save_lora expects one of each")
     path = Path(path)
@@ -202,12 +213,15 @@ def load_lora(model: nn.Module, path) -> nn.Module:
     if not layers:
         replace_linear_with_lora(model, rank, alpha)
         layers = lora_layers(model)
-    mismatched = [n for n, m in layers.items() if m.lora.rank != rank or m.lora.alpha != alpha]
+    def rank_alpha(m):
+        return int(getattr(m.lora, "rank", m.lora.A.shape[1])), float(getattr(m.lora, "alpha", alpha))
+
+    mismatched = [n for n, m in layers.items() if rank_alpha(m) != (rank, alpha)]
     if mismatched:
-        m = layers[mismatched[0]].lora
+        r, a = rank_alpha(layers[mismatched[0]])
         raise ValueError(
             f"{path.name} holds rank {rank}, alpha {alpha:g}, but the model's LoRA layer {mismatched[0]} has rank "
-            f"{m.rank}, alpha {m.alpha:g}: wrap a fresh model with the file's rank and alpha (or let load_lora do it)"
+            f"{r}, alpha {a:g}: wrap a fresh model with the file's rank and alpha (or let load_lora do it)"
         )
     state = model.state_dict()
     missing = [k for k in _lora_keys(model) if k not in tensors]

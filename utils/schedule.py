@@ -33,7 +33,7 @@ def lr_at_step(
 ) -> float:
     """Learning rate of optimizer step `step` (0-based) out of `total_steps`, as appendix D computes it.
 
-    Steps 0 .. warmup_steps-1 rise linearly: `initial_lr + step * (peak_lr - initial_lr) / warmup_steps`.
+    Steps 0 .. warmup_steps-1 rise linearly: `initial_lr + step * ((peak_lr - initial_lr) / warmup_steps)`.
     From step `warmup_steps` on, a half cosine falls from `peak_lr` towards `min_lr`:
     `min_lr + (peak_lr - min_lr) * 0.5 * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps)))`.
     As in the book, the cosine reaches `min_lr` at `step == total_steps` (one past the last optimizer step,
@@ -56,7 +56,7 @@ def lr_at_step(
     if min_lr > peak_lr:
         raise ValueError(f"min_lr ({min_lr}) is larger than peak_lr ({peak_lr}): the cosine decays from peak to min")
     if step < warmup_steps:
-        return initial_lr + step * (peak_lr - initial_lr) / warmup_steps
+        return initial_lr + step * ((peak_lr - initial_lr) / warmup_steps)  # the book's rounding: increment first
     if total_steps == warmup_steps:  # only step == total_steps gets here: the end of the schedule
         return float(min_lr)
     progress = (step - warmup_steps) / (total_steps - warmup_steps)

@@ -9,6 +9,9 @@ last token's class logits, the book's classifier training loop (plus a progress 
 from __future__ import annotations
 
 import csv
+import io
+import numbers
+import os
 import warnings
 from pathlib import Path
 
@@ -17,10 +20,32 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .train import calc_loss_loader, check_finite
+from .train import _check_training_args, calc_loss_loader, check_finite, check_step_finite
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
+END_OF_TEXT = "<|endoftext|>"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _read_text(path, hint: str) -> str:
+    """The UTF-8 text of `path`; a decoding error names the file and the line."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"there is no file at {path}: {hint}")
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start:exc.start + 1]!r}): save the file as UTF-8, "
+            f"or fix that line. {hint}"
+        ) from None
 
 
 # --- reading, balancing and splitting the data -------------------------------------------------------
@@ -33,8 +58,9 @@ def read_sms_spam(path) -> list[tuple[str, str]]:
     `csv.QUOTE_NONE` (pandas' and csv's default quoting merge three lines into one, see chapter 6).
     """
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    text = _read_text(path, "fetch('sms-spam') downloads the SMSSpamCollection file (delete a damaged copy first)")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
         for fields in reader:
             if len(fields) != 2 or fields[0] not in LABELS:
                 raise ValueError(
@@ -42,6 +68,9 @@ def read_sms_spam(path) -> list[tuple[str, str]]:
                     f"got {fields!r:.120}. Is this the SMSSpamCollection file? Delete it and fetch('sms-spam') again."
                 )
             rows.append((fields[0], fields[1]))
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}: fix that line, or delete the file and "
+                         "fetch('sms-spam') again") from None
     return rows
 
 
@@ -51,8 +80,19 @@ def create_balanced_dataset(rows, seed: int = 123) -> list[tuple[int, str]]:
     Samples exactly as the book's pandas code `df.sample(n, random_state=seed)` does: the first n entries
     of numpy's legacy `RandomState(seed).permutation` (pandas calls `RandomState.choice`, which does that).
     """
+    if not _is_int(seed):
+        raise TypeError(f"seed must be a whole number (the book uses 123), got {seed!r}")
+    for i, row in enumerate(rows):
+        if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in LABELS and isinstance(row[1], str)):
+            raise ValueError(f"row {i} is {row!r:.80}: expected a ('ham' or 'spam', message) pair, as read_sms_spam returns")
     ham = [text for label, text in rows if label == "ham"]
     spam = [text for label, text in rows if label == "spam"]
+    if not spam:
+        raise ValueError(f"the rows hold no spam message ({len(ham)} ham): a balanced set needs both classes; "
+                         "pass all rows of read_sms_spam(...)")
+    if len(spam) > len(ham):
+        raise ValueError(f"the rows hold more spam ({len(spam)}) than ham ({len(ham)}): this function keeps all spam "
+                         "and samples as many ham messages, so it needs at least as many ham as spam messages")
     chosen = np.random.RandomState(seed).permutation(len(ham))[: len(spam)]
     return [(LABELS["ham"], ham[i]) for i in chosen] + [(LABELS["spam"], text) for text in spam]
 
@@ -68,23 +108,34 @@ def random_split(rows, train_frac: float = 0.7, validation_frac: float = 0.1, se
 
 
 def write_split_csv(rows, path) -> Path:
-    """Write `(label, text)` rows to a CSV file with the header `Label,Text` (as the book's `to_csv`)."""
+    """Write `(label, text)` rows to a CSV file with the header `Label,Text` (as the book's `to_csv`), atomically."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
+    for i, row in enumerate(rows):
+        if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in (0, 1) and not isinstance(row[0], float)
+                and isinstance(row[1], str)):
+            raise ValueError(f"row {i} is {row!r:.80}: expected a (label 0 or 1, message) pair, as "
+                             "create_balanced_dataset returns")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
-        writer.writerows(rows)
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(CSV_HEADER)
+            writer.writerows([int(label), text] for label, text in rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def read_split_csv(path) -> tuple[list[int], list[str]]:
     """Labels (0 = ham, 1 = spam) and texts of a file written by `write_split_csv`; a bad row names its line."""
     labels, texts = [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+    text = _read_text(path, "write it with write_split_csv (chapter 6)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, None)
         if header != CSV_HEADER:
             raise ValueError(f"{path}, line 1: expected the header {','.join(CSV_HEADER)}, got {header!r:.80}")
@@ -96,6 +147,9 @@ def read_split_csv(path) -> tuple[list[int], list[str]]:
                 )
             labels.append(int(fields[0]))
             texts.append(fields[1])
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}: fix that line, or write the file again with "
+                         "write_split_csv") from None
     if not labels:
         raise ValueError(f"{path} holds no messages (only a header or nothing at all)")
     return labels, texts
@@ -112,13 +166,26 @@ class SpamDataset(Dataset):
     """
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, context_length=None):
+        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
+            raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
+        if max_length is not None and (not _is_int(max_length) or max_length < 1):
+            raise ValueError(f"max_length must be at least 1 (a whole number) or None (pad to the longest), got {max_length!r}")
+        if not _is_int(pad_token_id) or pad_token_id < 0:
+            raise ValueError(f"pad_token_id must be a token id (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
+        if context_length is not None and (not _is_int(context_length) or context_length < 1):
+            raise ValueError(f"context_length must be a whole number >= 1 or None, got {context_length!r}")
         self.labels, self.texts = read_split_csv(csv_file)
+        for i, text in enumerate(self.texts):
+            if END_OF_TEXT in text:
+                raise ValueError(
+                    f"{csv_file}, line {i + 2}: the message contains the literal text {END_OF_TEXT}, GPT-2's "
+                    "end-of-text marker, which the tokenizer refuses inside text: remove it from that row "
+                    "(or replace it, e.g. by <endoftext>) and write the file again"
+                )
         self.encoded_texts = [tokenizer.encode(text) for text in self.texts]
         if max_length is None:
             self.max_length = self._longest_encoded_length()
         else:
-            if max_length < 1:
-                raise ValueError(f"max_length must be at least 1, got {max_length}")
             self.max_length = max_length
             too_long = sum(len(ids) > max_length for ids in self.encoded_texts)
             if too_long:
@@ -155,7 +222,11 @@ def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
     The new head's weights come from torch's random generator: call `torch.manual_seed(123)` first to match
     the book. Returns the same model, now mapping `(batch, num_tokens)` to `(batch, num_tokens, num_classes)`.
     """
-    if not 0 <= trainable_blocks <= len(model.trf_blocks):
+    if not hasattr(model, "out_head") or not hasattr(model, "trf_blocks"):
+        raise TypeError(f"prepare_classifier needs a GPTModel (with out_head and trf_blocks), got {type(model).__name__}")
+    if not _is_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be a whole number >= 2 (spam / not spam: 2), got {num_classes!r}")
+    if not _is_int(trainable_blocks) or not 0 <= trainable_blocks <= len(model.trf_blocks):
         raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)}, got {trainable_blocks}")
     for param in model.parameters():
         param.requires_grad = False
@@ -176,6 +247,8 @@ def _check_loader(data_loader):
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Share of messages whose last-token logits pick the right class, over `num_batches` batches (all if None)."""
     _check_loader(data_loader)
+    if num_batches is not None and (not _is_int(num_batches) or num_batches < 1):
+        raise ValueError(f"num_batches must be a whole number >= 1 or None (every batch), got {num_batches!r}")
     model.eval()
     correct_predictions, num_examples = 0, 0
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
@@ -221,10 +294,14 @@ def train_classifier_simple(
 
     Every `eval_freq` steps: train/val loss over `eval_iter` batches; after each epoch: train/val accuracy over
     `eval_iter` batches. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
-    `max_steps` stops after that many optimizer steps in total (for a quick look or a test).
+    `max_steps` stops after that many optimizer steps in total (for a quick look or a test; 0: none).
+    Every argument is checked before the first step; a NaN or inf in the loss, the gradients or the updated
+    weights stops training at that step.
     """
-    if len(train_loader) == 0:
-        raise ValueError("the training loader is empty: use a smaller batch_size or more data")
+    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                         None, None, None, None, False, max_steps)
+    if max_steps == 0:
+        return [], [], [], [], 0
     from tqdm import tqdm
 
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
@@ -240,7 +317,9 @@ def train_classifier_simple(
                 loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
                 check_finite(loss, global_step + 1, epoch + 1)
                 loss.backward()
+                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients")
                 optimizer.step()
+                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights")
                 examples_seen += input_batch.shape[0]
                 global_step += 1
                 bar.update(1)
@@ -272,6 +351,23 @@ def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
+    head = getattr(model, "out_head", None)
+    if not isinstance(head, nn.Linear) or not hasattr(model, "pos_emb"):
+        raise TypeError(f"classify_text needs a GPTModel with a classification head, got {type(model).__name__}")
+    if head.out_features != 2:
+        raise ValueError(
+            f"the model's output head has {head.out_features} outputs, not the 2 classes (not spam, spam): call "
+            "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text"
+        )
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
+        raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
+    if END_OF_TEXT in text:
+        raise ValueError(f"the message contains the literal text {END_OF_TEXT} (GPT-2's end-of-text marker): "
+                         "remove it from the message")
+    if max_length is not None and (not _is_int(max_length) or max_length < 1):
+        raise ValueError(f"max_length must be a whole number >= 1 (the training set's, e.g. 120), got {max_length!r}")
+    if not _is_int(pad_token_id) or not 0 <= pad_token_id < model.tok_emb.num_embeddings:
+        raise ValueError(f"pad_token_id must be a token id of the model (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
     context_length = model.pos_emb.weight.shape[0]
     if max_length is None:
         max_length = context_length
@@ -367,6 +463,10 @@ def compute_frozen_hidden(model, dataset, num_frozen=None, batch_size=32, progre
     (`batch_size` only sets how many messages go through at once; 32 uses a CPU better than 8.)
     """
     num_frozen = num_frozen_blocks(model) if num_frozen is None else num_frozen
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if not _is_int(num_frozen) or not 0 <= num_frozen <= len(model.trf_blocks):
+        raise ValueError(f"num_frozen must be between 0 and {len(model.trf_blocks)}, got {num_frozen!r}")
     frozen = [model.tok_emb, model.pos_emb, *list(model.trf_blocks)[:num_frozen]]
     if any(p.requires_grad for m in frozen for p in m.parameters()):
         raise ValueError("the embeddings and the first num_frozen blocks must be frozen (requires_grad=False)")

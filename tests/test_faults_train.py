@@ -1,0 +1,248 @@
+"""Fault catalogue of utils.train: every bad input raises a clear error up front and leaves nothing half-written.
+
+Each case: (id, build -> callable, expected exception, message fragment). The callable runs in a temporary
+folder; afterwards no `.tmp`/`.part` file may remain there.
+"""
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from utils import (
+    GPT_CONFIG_124M,
+    CheckpointError,
+    GPTModel,
+    calc_loss_loader,
+    evaluate_model,
+    get_device,
+    load_checkpoint,
+    load_weights,
+    perplexity,
+    read_checkpoint,
+    save_checkpoint,
+    save_weights,
+    set_seed,
+    train_model_simple,
+)
+
+TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
+        "drop_rate": 0.0}
+CPU = torch.device("cpu")
+
+
+def loaders(n_train=6, batch_size=2):
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
+    return (DataLoader(TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:]), batch_size=batch_size, shuffle=True,
+                       drop_last=True),
+            DataLoader(TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:]), batch_size=batch_size))
+
+
+def empty_loader():
+    return DataLoader(TensorDataset(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long)),
+                      batch_size=2, drop_last=True)
+
+
+def fresh(cfg=TINY):
+    torch.manual_seed(1)
+    model = GPTModel(cfg)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+
+def train(tmp, model=None, optimizer=None, train_loader=None, val_loader=None, **kw):
+    if model is None:
+        model, optimizer = fresh()
+    tl, vl = loaders()
+    args = dict(device=CPU, num_epochs=1, eval_freq=1, eval_iter=1, start_context=None, tokenizer=None, progress=False)
+    args.update(kw)
+    return train_model_simple(model, tl if train_loader is None else train_loader, vl if val_loader is None else val_loader,
+                              optimizer, **args)
+
+
+class MakesMarker:
+    """Unpickling this runs `open(marker, 'w')`: the code a malicious .pth would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def evil_checkpoint(tmp, name="evil.pth"):
+    model, optimizer = fresh()
+    payload = {"model_state_dict": model.state_dict(), "config": TINY, "x": MakesMarker(tmp / "MARKER")}
+    torch.save(payload, tmp / name)
+    return tmp / name
+
+
+def training_checkpoint(tmp, name="run.pth", **kw):
+    model, optimizer = fresh()
+    train(tmp, model, optimizer, checkpoint_path=tmp / name, max_steps=2, **kw)
+    return tmp / name
+
+
+def truncated(tmp):
+    good = save_checkpoint(tmp / "good.pth", fresh()[0])
+    data = good.read_bytes()
+    (tmp / "cut.pth").write_bytes(data[: len(data) // 2])
+    return tmp / "cut.pth"
+
+
+def other_config_resume(tmp):
+    ckpt = training_checkpoint(tmp)
+    model, optimizer = fresh({**TINY, "emb_dim": 64})
+    return lambda: train(tmp, model, optimizer, checkpoint_path=ckpt, resume=True)
+
+
+def other_loader_resume(tmp):
+    ckpt = training_checkpoint(tmp)
+    model, optimizer = fresh()
+    return lambda: train(tmp, model, optimizer, train_loader=loaders(n_train=10)[0], checkpoint_path=ckpt, resume=True)
+
+
+def plain_file_resume(tmp):
+    model, optimizer = fresh()
+    save_checkpoint(tmp / "plain.pth", model, optimizer, config=TINY)
+    return lambda: train(tmp, model, optimizer, checkpoint_path=tmp / "plain.pth", resume=True)
+
+
+def other_optimizer_resume(tmp):
+    ckpt = training_checkpoint(tmp)
+    model, _ = fresh()
+    optimizer = torch.optim.AdamW(model.out_head.parameters(), lr=1e-3)
+    return lambda: train(tmp, model, optimizer, checkpoint_path=ckpt, resume=True)
+
+
+def bad_safetensors(tmp):
+    (tmp / "w.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return lambda: load_weights(fresh()[0], tmp / "w.safetensors")
+
+
+def other_shape_safetensors(tmp):
+    save_weights(fresh({**TINY, "n_layers": 1})[0], tmp / "w.safetensors", config={**TINY, "n_layers": 1})
+    return lambda: load_weights(fresh()[0], tmp / "w.safetensors")
+
+
+CASES = [
+    # (id, factory(tmp) -> callable, exception, message fragment)
+    ("eval_freq 0", lambda t: lambda: train(t, eval_freq=0), ValueError, "eval_freq must be a whole number >= 1"),
+    ("eval_iter 0", lambda t: lambda: train(t, eval_iter=0), ValueError, "eval_iter must be a whole number >= 1"),
+    ("eval_freq float", lambda t: lambda: train(t, eval_freq=2.5), ValueError, "eval_freq must be a whole number"),
+    ("num_epochs 0", lambda t: lambda: train(t, num_epochs=0), ValueError, "num_epochs must be a whole number >= 1"),
+    ("max_steps -1", lambda t: lambda: train(t, max_steps=-1), ValueError, "max_steps must be a whole number >= 0"),
+    ("empty train loader", lambda t: lambda: train(t, train_loader=empty_loader()), ValueError,
+     "train_loader is empty"),
+    ("empty val loader", lambda t: lambda: train(t, val_loader=empty_loader()), ValueError,
+     "val_loader is empty"),
+    ("train loader a list", lambda t: lambda: train(t, train_loader=iter([])), TypeError,
+     "train_loader must be a DataLoader"),
+    ("checkpoint_every without path", lambda t: lambda: train(t, checkpoint_every=1), ValueError,
+     "checkpoint_path is None: pass checkpoint_path="),
+    ("checkpoint_every 0", lambda t: lambda: train(t, checkpoint_every=0, checkpoint_path=t / "r.pth"), ValueError,
+     "checkpoint_every must be a whole number >= 1"),
+    ("resume without path", lambda t: lambda: train(t, resume=True), ValueError, "resume=True needs checkpoint_path"),
+    ("resume missing file", lambda t: lambda: train(t, resume=True, checkpoint_path=t / "none.pth"),
+     FileNotFoundError, "train once with checkpoint_path set"),
+    ("resume other model config", other_config_resume, CheckpointError, "Build the model with the config it was"),
+    ("resume other loader length", other_loader_resume, CheckpointError,
+     "resume with the same data, batch_size and drop_last"),
+    ("resume plain save_checkpoint file", plain_file_resume, CheckpointError,
+     "load_checkpoint(path, model) and train with resume=False"),
+    ("resume other optimizer", other_optimizer_resume, CheckpointError, "create the optimizer as for the saved run"),
+    ("optimizer not an optimizer", lambda t: lambda: train(t, fresh()[0], "adam"), TypeError,
+     "optimizer must be a torch.optim.Optimizer"),
+    ("optimizer of another model", lambda t: lambda: train(t, fresh()[0], fresh()[1]), ValueError,
+     "create it with model.parameters()"),
+    ("device garbage", lambda t: lambda: train(t, device="gpu"), ValueError, "device='gpu' is not a device"),
+    ("start_context empty", lambda t: lambda: train(t, start_context=""), ValueError,
+     "start_context must be a non-empty string"),
+    ("load empty checkpoint", lambda t: (t.joinpath("e.pth").write_bytes(b""),
+                                         lambda: load_checkpoint(t / "e.pth", fresh()[0]))[1],
+     CheckpointError, "is empty (0 bytes): a save was interrupted. Delete it, or re-save"),
+    ("load truncated checkpoint", lambda t: (lambda p: lambda: load_checkpoint(p, fresh()[0]))(truncated(t)),
+     CheckpointError, "truncated or corrupt"),
+    ("load garbage", lambda t: (t.joinpath("g.pth").write_bytes(b"hello"),
+                                lambda: load_checkpoint(t / "g.pth", fresh()[0]))[1],
+     CheckpointError, "re-save it with save_checkpoint, or delete it"),
+    ("load missing", lambda t: lambda: load_checkpoint(t / "none.pth", fresh()[0]), FileNotFoundError,
+     "there is no checkpoint at"),
+    ("load other shapes", lambda t: (save_checkpoint(t / "c.pth", fresh()[0], config=TINY),
+                                     lambda: load_checkpoint(t / "c.pth", fresh({**TINY, "n_layers": 3})[0]))[1],
+     CheckpointError, "It was saved with config"),
+    ("load a bare state_dict", lambda t: (torch.save(fresh()[0].state_dict(), t / "sd.pth"),
+                                          lambda: load_checkpoint(t / "sd.pth", fresh()[0]))[1],
+     CheckpointError, "not a save_checkpoint file"),
+    ("load model not a module", lambda t: lambda: load_checkpoint(t / "x.pth", {}), TypeError,
+     "needs the model (a torch.nn.Module)"),
+    ("save a Path in the state", lambda t: lambda: save_checkpoint(t / "p.pth", fresh()[0], where=t), TypeError,
+     "pass str(...)"),
+    ("save numpy float", lambda t: lambda: save_checkpoint(t / "p.pth", fresh()[0], loss=__import__("numpy").float64(1)),
+     TypeError, "pass str(...), float(...)"),
+    ("save a reserved key", lambda t: lambda: save_checkpoint(t / "p.pth", fresh()[0], model_state_dict={}), ValueError,
+     "written by save_checkpoint itself"),
+    ("save path None", lambda t: lambda: save_checkpoint(None, fresh()[0]), TypeError, "path must be a file path"),
+    ("unsafe checkpoint", lambda t: (lambda p: lambda: read_checkpoint(p))(evil_checkpoint(t)), CheckpointError,
+     "Nothing was loaded"),
+    ("safetensors corrupt", bad_safetensors, CheckpointError, "write it again with save_weights, or delete it"),
+    ("safetensors other shape", other_shape_safetensors, CheckpointError, "It was saved with config"),
+    ("safetensors missing", lambda t: lambda: load_weights(fresh()[0], t / "none.safetensors"), FileNotFoundError,
+     "write one with save_weights"),
+    ("save_weights config with a Path", lambda t: lambda: save_weights(fresh()[0], t / "w.safetensors", config={"p": t}),
+     TypeError, "config must hold only numbers"),
+    ("calc_loss_loader num_batches 0", lambda t: lambda: calc_loss_loader(loaders()[1], fresh()[0], CPU, num_batches=0),
+     ValueError, "num_batches must be a whole number >= 1"),
+    ("evaluate eval_iter 0", lambda t: lambda: evaluate_model(fresh()[0], *loaders(), CPU, 0), ValueError,
+     "eval_iter must be a whole number >= 1"),
+    ("perplexity nan", lambda t: lambda: perplexity(float("nan")), ValueError, "loss must be a finite number"),
+    ("set_seed str", lambda t: lambda: set_seed("123"), TypeError, "seed must be a whole number"),
+    ("get_device garbage", lambda t: lambda: get_device("gpu"), ValueError, "preferred='gpu' is not a device"),
+]
+
+
+@pytest.mark.parametrize("factory, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_fault(tmp_path, factory, error, fragment):
+    call = factory(tmp_path)
+    with pytest.raises(error) as info:
+        call()
+    assert fragment in str(info.value)
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.part"))
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", "", "  "])
+def test_llm_device_env_is_named(monkeypatch, value):
+    monkeypatch.setenv("LLM_DEVICE", value)
+    if not value.strip():
+        assert get_device().type in {"cuda", "mps", "cpu"}  # empty means unset
+        return
+    with pytest.raises(ValueError, match="the environment variable LLM_DEVICE='.*' is not a device"):
+        get_device()
+
+
+def test_llm_device_cuda_without_a_gpu(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("LLM_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="LLM_DEVICE='cuda' but this machine has no CUDA GPU"):
+        get_device()
+
+
+def test_a_pth_that_runs_code_is_refused_by_load_checkpoint_and_resume(tmp_path):
+    evil = evil_checkpoint(tmp_path)
+    with pytest.raises(pickle.UnpicklingError):  # a plain unpickle of this file would run code...
+        torch.load(evil, weights_only=True)
+    model, optimizer = fresh()
+    with pytest.raises(CheckpointError, match=r"refused to load .*evil.pth.*can run any code.*Nothing was loaded"):
+        load_checkpoint(evil, model, optimizer)
+    with pytest.raises(CheckpointError, match=r"refused to load .*evil.pth"):
+        train(tmp_path, model, optimizer, checkpoint_path=evil, resume=True)
+    assert not (tmp_path / "MARKER").exists()
+    assert not optimizer.state  # nothing was loaded or trained
+    # ...and the marker mechanism itself works: an unsafe load would create it
+    pickle.loads(pickle.dumps(MakesMarker(tmp_path / "MARKER"))).close()
+    assert (tmp_path / "MARKER").exists()
+    os.remove(tmp_path / "MARKER")

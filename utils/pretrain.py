@@ -1,0 +1,462 @@
+"""Pretrain the chapter-4 GPT on your own text: one process, or N processes with DistributedDataParallel.
+
+    python -m utils.pretrain --data books/ --out runs/books                       # one process
+    torchrun --nproc_per_node=2 -m utils.pretrain --data books/ --out runs/books  # two (gloo on CPU, nccl on CUDA)
+
+The notebook 05b calls `pretrain(...)` below: the same code path. The corpus becomes `<out>/tokens.bin`
+(utils.corpus, built once by rank 0); every process draws its share of each step's windows through a
+`DistributedSampler`, so N processes with batch b take the same steps as one process with batch N*b.
+Logging, progress bar, evaluation, samples and checkpoints happen on rank 0 only. `<out>/checkpoint.pt`
+loads with `torch.load(weights_only=True)` and `--resume` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import inspect
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from .corpus import CorpusError, TokenFile, build_token_file, get_tokenizer, tokenizer_fingerprint, train_val_windows
+from .model import GPT_CONFIG_124M, MODEL_SIZES, GPTModel
+from .schedule import clip_gradients, lr_at_step
+from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate_and_print_sample, get_device
+
+# Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
+MODELS = {
+    "tiny": {"emb_dim": 64, "n_layers": 2, "n_heads": 2},  # a few seconds per hundred steps on a laptop CPU
+    "small": {"emb_dim": 256, "n_layers": 4, "n_heads": 4},  # minutes on a laptop CPU for a book-sized corpus
+    "124M": MODEL_SIZES["124M"],
+    "355M": MODEL_SIZES["355M"],
+}
+CHECKPOINT_FORMAT = "utils.pretrain checkpoint v1"
+# Settings that must be the same to resume a checkpoint (they fix the order of the batches and the schedule)
+RESUME_KEYS = ("world_size", "batch_size", "seed", "total_steps", "val_fraction", "warmup_steps", "lr")
+
+
+class _Ranks:
+    """Where this process stands: rank, world size, device; `started` if it opened the process group."""
+
+    def __init__(self, device=None):
+        self.started = False
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+            use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if use_cuda:
+                torch.cuda.set_device(local_rank)
+            timeout = timedelta(seconds=float(os.environ.get("LLM_DIST_TIMEOUT", "1800")))
+            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+            self.started = True
+            device = f"cuda:{local_rank}" if use_cuda else "cpu"
+        self.distributed = dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = torch.device(device) if device is not None else get_device()
+        self.main = self.rank == 0
+
+    def shared(self, fn):
+        """Run `fn` on rank 0 and return its result on every rank; if it raised, raise the same error everywhere."""
+        outcome = None
+        if self.main:
+            try:
+                outcome = ("ok", fn())
+            except (Exception, KeyboardInterrupt) as e:  # noqa: B036 (re-raised on every rank below)
+                outcome = ("error", type(e).__name__, str(e))
+                if not self.distributed:
+                    raise
+        if self.distributed:
+            box = [outcome]
+            dist.broadcast_object_list(box, src=0)
+            outcome = box[0]
+        if outcome[0] == "error":
+            cls = {"CorpusError": CorpusError, "NonFiniteLossError": NonFiniteLossError}.get(outcome[1])
+            cls = cls or getattr(builtins, outcome[1], None)
+            if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                cls = RuntimeError
+            raise cls(outcome[2] if self.main else f"{outcome[2]} (reported by rank 0)")
+        return outcome[1]
+
+    def close(self):
+        if self.started and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _StopAtStepEnd:
+    """While training, Ctrl-C (SIGINT) and SIGTERM only ask to stop: the loop finishes the step, saves, then stops.
+
+    A second Ctrl-C stops at once. Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum} twice: stopped mid-step (the last checkpoint is intact)")
+        self.requested = True
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+
+def model_config(model: str, vocab_size: int, context_length: int, drop_rate: float) -> dict:
+    """The GPTModel config of size `model` ('tiny', 'small', '124M', '355M') for this tokenizer and context length."""
+    if model not in MODELS:
+        raise ValueError(f"model={model!r} is not a known size: choose one of {', '.join(MODELS)}")
+    return {**GPT_CONFIG_124M, **MODELS[model], "vocab_size": vocab_size, "context_length": context_length,
+            "drop_rate": drop_rate, "qkv_bias": False}
+
+
+def _check_settings(s: dict) -> None:
+    for name in ("context_length", "batch_size", "eval_every", "eval_batches"):
+        if not isinstance(s[name], int) or s[name] <= 0:
+            raise ValueError(f"{name} must be a positive whole number, got {s[name]!r}")
+    for name in ("epochs", "max_steps", "stop_after", "checkpoint_every"):
+        if s[name] is not None and (not isinstance(s[name], int) or s[name] <= 0):
+            raise ValueError(f"{name} must be a positive whole number or None, got {s[name]!r}")
+    if s["epochs"] is not None and s["max_steps"] is not None:
+        raise ValueError("give epochs or max_steps, not both")
+    if not s["lr"] > 0:
+        raise ValueError(f"lr must be positive, got {s['lr']!r}: the book uses 4e-4")
+    if not 0 <= s["dropout"] < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {s['dropout']!r}")
+    if s["warmup_steps"] < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {s['warmup_steps']!r}")
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--resume: there is no checkpoint at {path}: start without --resume, or give the --out folder "
+            "of the run to continue"
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a utils.pretrain checkpoint ({CHECKPOINT_FORMAT}): give its --out folder")
+    return payload
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def pretrain(
+    data,
+    out,
+    *,
+    model: str = "tiny",
+    context_length: int = 256,
+    batch_size: int = 8,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    lr: float = 4e-4,
+    warmup_steps: int = 0,
+    min_lr: float = 1e-5,
+    weight_decay: float = 0.1,
+    grad_clip: float | None = 1.0,
+    dropout: float = 0.1,
+    val_fraction: float = 0.1,
+    eval_every: int = 50,
+    eval_batches: int = 5,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    seed: int = 123,
+    prompt: str | None = "Every effort moves you",
+    sample_tokens: int = 30,
+    stop_after: int | None = None,
+    tokenizer=None,
+    device=None,
+    progress: bool = True,
+) -> dict:
+    """Train GPTModel of size `model` on the text file/folder (or token file .bin) `data`; files go to `out`.
+
+    Returns a dict: `model` (the trained GPTModel), `config`, `steps`, `train_losses`, `val_losses`,
+    `tokens_seen` (one entry per evaluation), `tokens_per_second`, `checkpoint` (path), `stopped_early`.
+    `stop_after=k` stops after step k as if interrupted (the schedule still plans the whole run); `resume=True`
+    continues from `<out>/checkpoint.pt`. Under torchrun each process calls this with the same arguments.
+    """
+    settings = dict(context_length=context_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
+                    warmup_steps=warmup_steps, dropout=dropout, eval_every=eval_every, eval_batches=eval_batches,
+                    stop_after=stop_after, checkpoint_every=checkpoint_every)
+    ranks = _Ranks(device)
+    try:
+        return _pretrain(ranks, data, Path(out), model, settings, min_lr, weight_decay, grad_clip, val_fraction,
+                         resume, seed, prompt, sample_tokens, tokenizer, progress)
+    finally:
+        ranks.close()
+
+
+def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, val_fraction, resume, seed, prompt,
+              sample_tokens, tokenizer, progress):
+    _check_settings(s)
+    if tokenizer is None:
+        from .tokenizer import gpt2_tokenizer
+
+        tokenizer = gpt2_tokenizer()
+    say = print if ranks.main and progress else (lambda *a, **k: None)
+    data = Path(data)
+    checkpoint_path = out / "checkpoint.pt"
+
+    # 1. The token file: built (or reused) by rank 0; every rank then maps it.
+    def make_token_file():
+        if data.suffix in (".bin", ".json"):
+            return str(TokenFile(data.with_suffix(".bin"), tokenizer).path)
+        return str(build_token_file(data, out / "tokens.bin", tokenizer, progress=progress).path)
+
+    token_path = ranks.shared(make_token_file)
+    token_file = TokenFile(token_path, tokenizer)
+    train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
+    sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    steps_per_epoch = len(sampler) // s["batch_size"]
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training part of {token_file.path.name} gives {len(train_ds)} windows of {s['context_length']} "
+            f"tokens, but one step takes {ranks.world} process(es) x batch {s['batch_size']} = "
+            f"{ranks.world * s['batch_size']} windows: use fewer processes (--nproc_per_node), a smaller "
+            "--batch-size or --context-length, or more text"
+        )
+    total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    if s["warmup_steps"] > total_steps:
+        raise ValueError(f"warmup_steps={s['warmup_steps']} is more than the {total_steps} steps of the run")
+    if min_lr > s["lr"]:
+        min_lr = s["lr"]  # a tiny peak learning rate: keep it flat rather than refuse
+    run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
+           "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
+
+    # 2. The model and optimizer, from a checkpoint when resuming (read by rank 0, sent to all).
+    config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
+    state = ranks.shared(lambda: _load_checkpoint(checkpoint_path)) if resume else None
+    if state is not None:
+        problems = [f"{k}: checkpoint {state['run'][k]!r}, now {run[k]!r}" for k in RESUME_KEYS
+                    if state["run"].get(k) != run[k]]
+        if state["config"] != config:
+            problems.append(f"model config: checkpoint {state['config']}, now {config}")
+        if state["token_file"] != {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}:
+            problems.append("the token file differs from the one the checkpoint trained on")
+        if problems:
+            raise ValueError(f"cannot resume {checkpoint_path}: settings differ ({'; '.join(problems)}); "
+                             "resume with the settings of the first run, or start afresh without --resume")
+    torch.manual_seed(seed)
+    gpt = GPTModel(config).to(ranks.device)
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
+    step, tokens_seen = 0, 0
+    history = {"steps": [], "train_losses": [], "val_losses": [], "tokens_seen": []}
+    torch.manual_seed(seed + 1 + ranks.rank)  # dropout: a different stream on every rank
+    if state is not None:
+        gpt.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
+        _set_rng_state(state["rng"][ranks.rank], ranks.device)
+        say(f"resuming {checkpoint_path.name} at step {step} of {total_steps}")
+    net = gpt
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+        # the only buffers are the causal masks, equal everywhere: no need to send them at every step
+        quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                 else {"broadcast_buffers": False})
+        net = DistributedDataParallel(gpt, device_ids=device_ids, **quiet)
+
+    def loader(dataset, batch_size, order=None):  # a private generator: never draws from torch's global one
+        return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, drop_last=order is not None,
+                          generator=torch.Generator())
+
+    # evaluation on rank 0 uses batches as large as a whole step, so the logs are the same for any process count
+    train_eval_loader = loader(train_ds, s["batch_size"] * ranks.world)
+    val_loader = loader(val_ds, s["batch_size"] * ranks.world)
+
+    def save_checkpoint():
+        rngs = [None] * ranks.world
+        if ranks.distributed:
+            dist.all_gather_object(rngs, _rng_state(ranks.device))
+        else:
+            rngs = [_rng_state(ranks.device)]
+        if ranks.main:
+            payload = {"format": CHECKPOINT_FORMAT, "model": gpt.state_dict(), "optimizer": optimizer.state_dict(),
+                       "config": config, "run": run, "step": step, "tokens_seen": tokens_seen, "history": history,
+                       "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs],
+                       "token_file": {"num_tokens": token_file.num_tokens,
+                                      "tokenizer": tokenizer_fingerprint(tokenizer)}}
+            _save_atomic(payload, checkpoint_path)
+
+    say(f"{ranks.world} process(es) on {ranks.device.type}, {sum(p.numel() for p in gpt.parameters()):,} parameters, "
+        f"{len(train_ds):,} training windows, {steps_per_epoch} steps per epoch, {total_steps} steps")
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ranks.main and progress),
+               mininterval=1.0, ncols=90, file=sys.stdout)
+    stopped_early, train_time, trained_tokens = False, 0.0, 0
+    interrupt = _StopAtStepEnd()
+    try:
+        for epoch in range(step // steps_per_epoch, num_epochs):
+            sampler.set_epoch(epoch)
+            first = step - epoch * steps_per_epoch  # batches of this epoch already done (when resuming)
+            order = list(sampler)[first * s["batch_size"]:]
+            gpt.train()
+            started = time.perf_counter()
+            for inputs, targets in loader(train_ds, s["batch_size"], order):
+                if step >= total_steps:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at_step(step, total_steps, s["lr"], s["warmup_steps"], min_lr, min_lr)
+                optimizer.zero_grad()
+                loss = calc_loss_batch(inputs, targets, net, ranks.device)
+                loss.backward()
+                # the loss of the whole step and whether any process was asked to stop, the same on every rank
+                shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
+                if ranks.distributed:
+                    shared = shared.to(ranks.device)
+                    dist.all_reduce(shared)
+                    shared = shared.cpu()
+                mean_loss, stop_now = shared[0] / ranks.world, bool(shared[1] > 0)
+                if not torch.isfinite(mean_loss):
+                    raise NonFiniteLossError(
+                        f"the loss became {mean_loss.item()} at step {step}: lower --lr, or resume from the last "
+                        "checkpoint"
+                    )
+                if grad_clip:
+                    clip_gradients(gpt.parameters(), grad_clip)
+                optimizer.step()
+                step += 1
+                tokens_seen += inputs.numel() * ranks.world
+                trained_tokens += inputs.numel() * ranks.world
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss.item():.3f}", refresh=False)
+                if step % s["eval_every"] == 0 or step == total_steps:
+                    train_time += time.perf_counter() - started
+                    if ranks.main:
+                        tl, vl = evaluate_model(gpt, train_eval_loader, val_loader, ranks.device, s["eval_batches"])
+                        history["steps"].append(step)
+                        history["train_losses"].append(tl)
+                        history["val_losses"].append(vl)
+                        history["tokens_seen"].append(tokens_seen)
+                        if progress:
+                            bar.write(f"step {step:6d}  epoch {epoch + 1}  train loss {tl:.3f}  val loss {vl:.3f}")
+                    started = time.perf_counter()
+                if (s["checkpoint_every"] and step % s["checkpoint_every"] == 0) or step == total_steps:
+                    save_checkpoint()
+                if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
+                    save_checkpoint()
+                    say(f"\ninterrupted: saved step {step} to {checkpoint_path.name}; continue with --resume")
+                    raise KeyboardInterrupt(f"interrupted after step {step}")
+                if s["stop_after"] and step >= s["stop_after"] and step < total_steps:
+                    save_checkpoint()
+                    stopped_early = True
+                    break
+            train_time += time.perf_counter() - started
+            if stopped_early:
+                break
+            if ranks.main and prompt and progress:
+                bar.clear()
+                generate_and_print_sample(gpt, tokenizer, ranks.device, prompt, sample_tokens)
+    finally:
+        interrupt.restore()
+        bar.close()
+    speed = trained_tokens / train_time if train_time > 0 else float("nan")
+    if stopped_early:
+        say(f"stopped after step {step} (stop_after): checkpoint saved; continue with --resume")
+    say(f"{step} steps, {tokens_seen:,} tokens seen; {speed:,.0f} tokens/s over all processes")
+    return {"model": gpt, "config": config, **history, "tokens_per_second": speed, "checkpoint": checkpoint_path,
+            "stopped_early": stopped_early, "world_size": ranks.world}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m utils.pretrain",
+        description="Pretrain the chapter-4 GPT on a text file or folder of .txt files; under torchrun, on N processes.",
+    )
+    p.add_argument("--data", required=True, help="a UTF-8 text file, a folder of .txt files, or a token file (.bin)")
+    p.add_argument("--out", required=True, help="folder for tokens.bin/.json and checkpoint.pt")
+    p.add_argument("--model", default="tiny", choices=list(MODELS), help="model size (default tiny)")
+    p.add_argument("--context-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8, help="windows per process per step")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="passes over the training windows (default 1)")
+    length.add_argument("--max-steps", type=int, default=None, help="optimizer steps in all (instead of --epochs)")
+    p.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine decay after warmup)")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the tokens kept for validation")
+    p.add_argument("--eval-every", type=int, default=50, help="evaluate (and log) every N steps")
+    p.add_argument("--eval-batches", type=int, default=5)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps (always at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--prompt", default="Every effort moves you", help="start of the sample printed after each epoch")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (default), another tiktoken encoding, or bytes (257 tokens)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best there is)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after step N as if interrupted (try --resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or logs")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    if threading.current_thread() is threading.main_thread():  # torchrun stops the others with SIGTERM when
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # one fails: shut down cleanly (destroy_process_group) too
+    try:
+        tokenizer = get_tokenizer(args.tokenizer)
+        pretrain(
+            args.data, args.out, model=args.model, context_length=args.context_length, batch_size=args.batch_size,
+            epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup_steps,
+            dropout=args.dropout, val_fraction=args.val_fraction, eval_every=args.eval_every,
+            eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            seed=args.seed, prompt=args.prompt, stop_after=args.stop_after, tokenizer=tokenizer,
+            device=args.device, progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted (rank {rank})", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
