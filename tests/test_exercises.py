@@ -250,7 +250,7 @@ def answers_5_5():
         val_loss = calc_loss_loader(val_loader, model, "cpu")
     short = tiny_model(context_length=64)
     return (model, train_loss, val_loss), [(model, val_loss, train_loss), (model, train_loss + 0.1, val_loss),
-                                           (tiny_model(seed=1), train_loss, val_loss), (short, train_loss, val_loss)]
+                                           (short, train_loss, val_loss)]
 
 
 def answers_5_6():

@@ -157,7 +157,7 @@ PLUMBING = re.compile(
     r"(?-i:\bCI\b)",
     re.IGNORECASE,
 )
-CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name)]  # the book's chapters (not bonus notebooks)
+CHAPTERS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name) and p.parent.name != "solutions"]  # the book's chapters (not bonus notebooks)
 OWN_INPUT = ("02_", "05_", "06_", "07_")  # chapters with a cell for the learner's own input
 
 

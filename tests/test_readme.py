@@ -27,3 +27,8 @@ def test_the_two_commands():
     blocks = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
     assert blocks[0].endswith("pip install -r requirements.txt && jupyter lab notebooks/")
     assert blocks[1] == "pytest"  # what .ci/run and the GitHub workflow run
+
+
+def test_every_solutions_notebook_is_linked():
+    for path in sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb")):
+        assert f"(notebooks/solutions/{path.name})" in README, f"link {path.name} from the README's chapter table"
