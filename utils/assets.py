@@ -351,3 +351,15 @@ def fetch(name: str, *, progress: bool = True) -> Path:
         "Or set LLM_ASSET_MIRROR to a server that has the file.",
         reasons,
     )
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

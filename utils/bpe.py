@@ -12,12 +12,13 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import AbstractSet, Collection, Iterable, Literal, Sequence
 
 import regex  # tiktoken's own dependency: GPT-2's pattern needs \p{L} and possessive quantifiers
+
+from .assets import atomic_write_text
 
 # GPT-2's pre-tokenizer, as tiktoken writes it: contractions, letters, digits, other symbols (each with one optional
 # leading space), then whitespace. BPE never merges across the pieces it cuts.
@@ -516,8 +517,8 @@ class BPETokenizer:
         vocab = {_to_gpt2_str(tok): i for i, tok in enumerate(self._vocab)}
         vocab.update(self._special)
         merges = "".join(f"{_to_gpt2_str(self._vocab[a])} {_to_gpt2_str(self._vocab[b])}\n" for a, b in self.merges)
-        _write_atomic(folder / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
-        _write_atomic(folder / MERGES_FILE, "#version: 0.2\n" + merges)
+        atomic_write_text(folder / VOCAB_FILE, json.dumps(vocab, ensure_ascii=False))
+        atomic_write_text(folder / MERGES_FILE, "#version: 0.2\n" + merges)
         return folder
 
     @classmethod
@@ -542,11 +543,3 @@ def _read(path, argument: str) -> str:
     except UnicodeDecodeError:
         raise ValueError(f"{argument}={str(path)!r} is not UTF-8 text: not one of GPT-2's tokenizer files") from None
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

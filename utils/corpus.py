@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .assets import atomic_write_text
+
 EOT = "<|endoftext|>"
 FORMAT = "llm-from-scratch token file v1"
 CHUNK_BYTES = 1 << 18  # read and tokenize 256 KiB at a time: memory stays flat however large the corpus
@@ -200,14 +202,6 @@ def _read_description(json_path: Path) -> dict | None:
         return None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def description_path(token_path) -> Path:
     """`tokens.bin` -> `tokens.json`."""
@@ -270,7 +264,7 @@ def build_token_file(data, out, tokenizer=None, *, progress: bool = True, chunk_
         "format": FORMAT, "dtype": "uint16", "byteorder": "little" if np.little_endian else "big",
         "num_tokens": num_tokens, "tokenizer": fingerprint, "sources": sources,
     }
-    _atomic_write_text(json_path, json.dumps(description, indent=1) + "\n")
+    atomic_write_text(json_path, json.dumps(description, indent=1) + "\n")
     if progress:
         print(f"wrote {out.name}: {num_tokens:,} tokens from {len(files)} file(s), {total / 1e6:.1f} MB of text")
     return TokenFile(out, tokenizer)
@@ -419,7 +413,7 @@ def write_series_corpus(folder) -> Path:
     for name, text in texts.items():
         path = folder / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            _atomic_write_text(path, text)
+            atomic_write_text(path, text)
     return folder
 
 
