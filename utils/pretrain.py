@@ -86,7 +86,14 @@ class _Ranks:
             cls = cls or getattr(builtins, outcome[1], None)
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                 cls = RuntimeError
-            raise cls(outcome[2] if self.main else f"{outcome[2]} (reported by rank 0)")
+            err = cls(outcome[2] if self.main else f"{outcome[2]} (reported by rank 0)")
+            if self.distributed and isinstance(err, (ValueError, FileNotFoundError, NonFiniteLossError)):
+                # Every rank says it, then waits for the others: torchrun stops the rest as soon as one exits,
+                # which could cut another rank's message short. All ranks are here together (the broadcast above).
+                print(f"error (rank {self.rank}): {err}", file=sys.stderr, flush=True)
+                err.reported = True  # main() does not print it again
+                dist.barrier()
+            raise err
         return outcome[1]
 
     def close(self):
@@ -447,7 +454,8 @@ def main(argv=None) -> int:
             device=args.device, progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
+        if not getattr(e, "reported", False):
+            print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted (rank {rank})", file=sys.stderr, flush=True)
