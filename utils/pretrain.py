@@ -90,7 +90,7 @@ class _Ranks:
             if self.distributed and isinstance(err, (ValueError, FileNotFoundError, NonFiniteLossError)):
                 # Every rank says it, then waits for the others: torchrun stops the rest as soon as one exits,
                 # which could cut another rank's message short. All ranks are here together (the broadcast above).
-                print(f"error (rank {self.rank}): {err}", file=sys.stderr, flush=True)
+                _say(f"error (rank {self.rank}): {err}")
                 err.reported = True  # main() does not print it again
                 dist.barrier()
             raise err
@@ -455,12 +455,23 @@ def main(argv=None) -> int:
         )
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         if not getattr(e, "reported", False):
-            print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
+            _say(f"error (rank {rank}): {e}")
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted (rank {rank})", file=sys.stderr, flush=True)
+        _say(f"interrupted (rank {rank})")
         return 130
     return 0
+
+
+def _say(line: str) -> None:
+    """One line to stderr in a single write: the ranks share torchrun's stderr, and print() writes the text and the
+    newline separately, so two ranks' lines could interleave."""
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), (line + "\n").encode())  # one write of under 4 KiB to a pipe is atomic
+    except (AttributeError, OSError, ValueError):  # a stderr without a file descriptor (captured, in a notebook)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def _raise_interrupt(signum, frame):
