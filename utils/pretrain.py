@@ -224,8 +224,11 @@ def pretrain(
                     stop_after=stop_after, checkpoint_every=checkpoint_every)
     ranks = _Ranks(device)
     try:
-        return _pretrain(ranks, data, Path(out), model, settings, min_lr, weight_decay, grad_clip, val_fraction,
-                         resume, seed, prompt, sample_tokens, tokenizer, progress)
+        result = _pretrain(ranks, data, Path(out), model, settings, min_lr, weight_decay, grad_clip, val_fraction,
+                           resume, seed, prompt, sample_tokens, tokenizer, progress)
+        if ranks.distributed:  # nobody leaves the group while another rank still talks to it (gloo aborts then)
+            dist.barrier()
+        return result
     finally:
         ranks.close()
 
