@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .assets import atomic_write_text
+from .assets import atomic_write_text, sha256_of
 
 EOT = "<|endoftext|>"
 FORMAT = "llm-from-scratch token file v1"
@@ -124,21 +124,13 @@ def list_sources(data) -> list[Path]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_sources(files, root=None) -> list[dict]:
     """[{path, size, sha256}] for each file; paths relative to `root` when given (the description stays portable)."""
     out = []
     for f in files:
         f = Path(f)
         name = os.path.relpath(f, root) if root is not None else str(f)
-        out.append({"path": name.replace(os.sep, "/"), "size": f.stat().st_size, "sha256": _sha256(f)})
+        out.append({"path": name.replace(os.sep, "/"), "size": f.stat().st_size, "sha256": sha256_of(f)})
     return out
 
 
