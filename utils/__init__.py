@@ -14,6 +14,7 @@ from .corpus import (
     write_series_corpus,
 )
 from .data import GPTDatasetV1, create_dataloader_v1
+from .device import bf16_support, get_device
 from .generate import (
     generate,
     generate_text_simple,
@@ -90,7 +91,6 @@ from .train import (
     calc_loss_loader,
     evaluate_model,
     generate_and_print_sample,
-    get_device,
     load_checkpoint,
     load_weights,
     perplexity,
@@ -111,7 +111,7 @@ __all__ = [
     "InstructionDataset", "OllamaError", "custom_collate_fn", "format_input", "generate_response", "generate_responses",
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
-    "GPTDatasetV1", "create_dataloader_v1",
+    "GPTDatasetV1", "create_dataloader_v1", "bf16_support",
     "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
     "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",

@@ -28,44 +28,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded safely, is damaged, or does not fit: the message names the path."""
 
 
-_DEVICE_TYPES = "cpu, cuda, cuda:0 (a GPU index), mps or meta"
-
-
-def _device_from(name, what: str) -> torch.device:
-    """`torch.device(name)`, or a ValueError naming `what` (an argument or an environment variable)."""
-    if isinstance(name, torch.device):
-        return name
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what}={name!r} is not a device: use {_DEVICE_TYPES}")
-    try:
-        device = torch.device(name.strip())
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{what}={name!r} is not a device torch knows: use {_DEVICE_TYPES}") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"{what}={name!r} but this machine has no CUDA GPU torch can use: use 'cpu' (or unset it)")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"{what}={name!r} but there are only {count} GPU(s) (cuda:0 to cuda:{count - 1})")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError(f"{what}={name!r} but MPS (Apple's GPU) is not available here: use 'cpu' (or unset it)")
-    return device
-
-
-def get_device(preferred: str | None = None) -> torch.device:
-    """`preferred` or `$LLM_DEVICE` if set, else cuda > mps > cpu."""
-    if preferred is not None:
-        return _device_from(preferred, "preferred")
-    name = os.environ.get("LLM_DEVICE")
-    if name is not None and name.strip():
-        return _device_from(name, "the environment variable LLM_DEVICE")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -475,7 +437,7 @@ def _check_training_args(model, train_loader, val_loader, optimizer, device, num
                         f"got {type(optimizer).__name__}")
     if not _trained(model, optimizer):
         raise ValueError("the optimizer updates none of the model's parameters: create it with model.parameters()")
-    _device_from(device, "device")
+    torch.device(device)
     _check_loader_len(train_loader, "train_loader")
     _check_loader_len(val_loader, "val_loader")
     _positive_int(num_epochs, "num_epochs")

@@ -1,0 +1,82 @@
+"""The shared argument checks and constants: one place, so each public function checks its input in one line.
+
+Every check raises a ValueError or TypeError that names the argument and says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import uuid
+from pathlib import Path
+
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's only special token: separates documents, and pads batches
+END_OF_TEXT_ID = 50256  # its id in GPT-2's vocabulary
+
+
+def is_int(value) -> bool:
+    """True for a whole number (an int or a NumPy integer), False for bool, float and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(value, name: str, minimum: int = 1, hint: str = "") -> None:
+    """Raise ValueError unless `value` is a whole number >= `minimum`; `hint` says what to do."""
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}{'; ' + hint if hint else ''}")
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Raise TypeError unless `tokenizer` has tiktoken's `encode`/`decode` (tiktoken, BPETokenizer, ...)."""
+    if not (callable(getattr(tokenizer, "encode", None)) and callable(getattr(tokenizer, "decode", None))):
+        raise TypeError(
+            f"tokenizer must have encode() and decode() like tiktoken's, got {type(tokenizer).__name__}: "
+            "use utils.gpt2_tokenizer() or tiktoken.get_encoding('gpt2')"
+        )
+
+
+def check_loader(data_loader, name: str = "data_loader") -> int:
+    """Number of batches of `data_loader`; ValueError if it has none (a text or data set shorter than one batch)."""
+    try:
+        n = len(data_loader)
+    except TypeError:
+        raise TypeError(f"{name} must be a torch DataLoader (something with a length), got {type(data_loader).__name__}") from None
+    if n == 0:
+        raise ValueError(
+            f"{name} has no batches: the data is smaller than one batch. Use a smaller batch_size or "
+            "context length, drop_last=False, or more data"
+        )
+    return n
+
+
+def check_file(path, what: str, hint: str = "") -> Path:
+    """`Path(path)`, or FileNotFoundError naming `what` and what to do (`hint`) when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}{'. ' + hint if hint else ''}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb"):
+    """Open a temporary file beside `path` and move it onto `path` only when the block ends without error.
+
+    Nothing half-written is ever left at `path` (an interruption or a full disk removes the temporary file).
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically (see `atomic_write`)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return Path(path)
