@@ -30,11 +30,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from .checkpoint import NonFiniteLossError
 from .corpus import CorpusError, TokenFile, build_token_file, get_tokenizer, tokenizer_fingerprint, train_val_windows
 from .device import get_device
 from .model import GPT_CONFIG_124M, MODEL_SIZES, GPTModel
 from .schedule import clip_gradients, lr_at_step
-from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate_and_print_sample
+from .train import calc_loss_batch, evaluate_model, generate_and_print_sample
 
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
