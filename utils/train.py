@@ -124,7 +124,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
                 optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
                 loss = calc_loss_batch(input_batch, target_batch, model, device)
                 loss.backward()  # Calculate loss gradients
-                optimizer.step()  # Update model weights using loss gradients
+                optimizer.step()  # Update model weights (run's guard checks the gradients before, the weights after)
                 tokens_seen += input_batch.numel()
                 global_step += 1
 
