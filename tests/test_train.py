@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny import tiny_config, token_loaders
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils import (
-    GPT_CONFIG_124M,
     Checkpointer,
     GPTModel,
     NonFiniteLossError,
@@ -17,19 +17,11 @@ from utils import (
     train_model_simple,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
+TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 
 
-def loaders(n_train=6, batch_size=2):
-    """Random next-token data: a shuffled train loader (3 batches an epoch) and a val loader."""
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
-    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
-    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False))
+loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
 
 
 def fresh(seed, lr=1e-3):

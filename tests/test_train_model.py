@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import tiny_config, token_loaders
 
 from utils import (
-    GPT_CONFIG_124M,
     Checkpointer,
     CheckpointError,
     GPTModel,
@@ -19,19 +18,12 @@ from utils import (
     train_model_simple,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
+TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 SCHEDULE = dict(warmup_steps=2, initial_lr=1e-5, min_lr=1e-5, max_norm=0.5)
 
 
-def loaders(n_train=6, batch_size=2):
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
-    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
-    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False))
+loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
 
 
 def fresh(seed=123, lr=1e-2):
