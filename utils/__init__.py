@@ -4,10 +4,8 @@ from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer
 from .checkpoint import (
-    Checkpointer,
     CheckpointError,
     NonFiniteLossError,
-    TrainingRun,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -24,6 +22,7 @@ from .corpus import (
 )
 from .data import GPTDatasetV1, create_dataloader_v1
 from .device import bf16_support, get_device
+from .extras import TrainingExtras, check_finite
 from .generate import (
     generate,
     generate_text_simple,
@@ -84,7 +83,6 @@ from .spam import (
     classify_text,
     compute_frozen_hidden,
     create_balanced_dataset,
-    evaluate_classifier,
     prepare_classifier,
     random_split,
     read_sms_spam,
@@ -123,12 +121,12 @@ __all__ = [
     "plot_losses", "plot_values",
     "clip_gradients", "lr_at_step",
     "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
-    "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
+    "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "prepare_classifier",
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
     "CheckpointError", "read_checkpoint",
-    "Checkpointer", "TrainingRun",
+    "TrainingExtras", "check_finite",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
 ]

@@ -1,9 +1,8 @@
-"""The extras around the book's training loops, written once: checkpoints, exact resume, the non-finite guard.
+"""One checkpoint format, read by one reader with its errors; the random state a resume needs.
 
 One checkpoint format: `save_checkpoint` writes the model's (and optimizer's) state plus tensors, numbers,
 strings, lists and dicts, atomically; `read_checkpoint` reads it with `torch.load(weights_only=True)` (loading
-never runs code) and names what is wrong. `Checkpointer` saves a loop's state every N steps and resumes it
-exactly; `TrainingRun` is what a loop of `train.py` or `spam.py` gets beyond the book, each piece in one line.
+never runs code) and names what is wrong. A training loop's checkpoints and exact resume: utils/extras.py.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import atomic_write, check_int, is_int
+from .checks import atomic_write
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -192,188 +191,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"].cpu())
-
-
-# --- checkpoints of a training loop, and exact resume -----------------------------------------------------
-
-
-class Checkpointer:
-    """Writes a training loop's state to `path` every `every` steps (None: only at the end); `resume=True`
-    continues from it exactly (same weights, optimizer, batches and random numbers as an uninterrupted run)."""
-
-    STATE = ("loop", "epoch", "batches_done", "global_step", "tokens_seen", "history", "rng_epoch_start", "rng_now",
-             "train_batches", "settings")
-
-    def __init__(self, path, every=None, resume=False):
-        self.path = check_path(path)
-        if every is not None:
-            check_int(every, "every", hint="None writes a checkpoint only at the end of training")
-        self.every, self.resume = every, bool(resume)
-
-    def due(self, global_step: int) -> bool:
-        """True after the steps whose checkpoint is due (every `every` steps, counted from step 0)."""
-        return bool(self.every) and global_step % self.every == 0
-
-    def save(self, model, optimizer, **state) -> None:
-        save_checkpoint(self.path, model, optimizer, **state)
-
-    def read(self, model, optimizer, train_loader, loop: str, settings: dict, map_location="cpu") -> dict:
-        """The saved state, checked against this run (nothing is loaded into the model yet)."""
-        if not self.path.exists():
-            raise FileNotFoundError(f"resume=True but there is no checkpoint at {self.path}: train once with "
-                                    "Checkpointer(path) and resume=False, or check the path")
-        state = read_checkpoint(self.path, map_location=map_location)
-        missing = [k for k in (*self.STATE, "optimizer_state_dict") if k not in state]
-        if missing:
-            raise CheckpointError(
-                f"{self.path} holds weights but no training state ({', '.join(missing[:3])}, ... missing): it was "
-                "written by save_checkpoint, not by a training loop's Checkpointer. To start from its weights, "
-                "load_checkpoint(path, model) and train with resume=False")
-        if state["loop"] != loop or state["settings"] != settings:
-            raise CheckpointError(
-                f"{self.path} was written by {state['loop']} with the settings {state['settings']}, not by {loop} with "
-                f"{settings}: resume with {state['loop']} and the same schedule settings (warmup_steps, learning "
-                "rates, max_norm, clip_from_step, epochs and data)")
-        n = len(train_loader)
-        if state["train_batches"] != n or not (is_int(state["batches_done"]) and 0 <= state["batches_done"] <= n):
-            raise CheckpointError(
-                f"{self.path} was written while training on {state['train_batches']} batches per epoch; this "
-                f"train_loader has {n}: resume with the same data, batch_size and drop_last, or start afresh "
-                "(resume=False)")
-        check_fits(self.path, state, model, optimizer)
-        return state
-
-
-# --- what a book loop gets beyond the book ------------------------------------------------------------------
-
-
-class TrainingRun:
-    """The extras of a book loop, each joining it in one line: a progress bar, the non-finite guard (gradients
-    checked before `optimizer.step()`, weights after it), `max_steps`, `log_every`, and with a `Checkpointer`
-    its checkpoints and exact resume. Use it as a context manager around the loop (`with run:`)."""
-
-    def __init__(self, model, optimizer, train_loader, num_epochs, checkpointer=None, max_steps=None, progress=True,
-                 log_every=None, loop="train_model_simple", settings=None):
-        if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
-            raise TypeError(f"checkpointer must be a Checkpointer(path, every, resume) or None, got {checkpointer!r}")
-        for name, value in (("max_steps", max_steps), ("log_every", log_every)):
-            if value is not None:
-                check_int(value, name, minimum=0 if name == "max_steps" else 1, hint="None: no limit")
-        self.model, self.optimizer, self.loader, self.num_epochs = model, optimizer, train_loader, num_epochs
-        self.checkpointer, self.max_steps, self.progress, self.log_every = checkpointer, max_steps, progress, log_every
-        self.loop, self.settings = loop, settings or {}
-        self.step, self.epoch, self.start_epoch, self.skip, self.batches_done = 0, 0, 0, 0, 0
-        self.stopped, self.history, self.tokens_seen, self.rng_now, self.rng_epoch_start = False, [], 0, None, None
-
-    def resume(self, tokens_seen, global_step, *history):
-        """Keep the loop's history lists (filled in place when resuming); return `(tokens_seen, global_step)`."""
-        self.history = history
-        if self.checkpointer is not None and self.checkpointer.resume:
-            device = next(self.model.parameters()).device
-            state = self.checkpointer.read(self.model, self.optimizer, self.loader, self.loop, self.settings, device)
-            self.model.load_state_dict(state["model_state_dict"])
-            self.optimizer.load_state_dict(state["optimizer_state_dict"])
-            for mine, saved in zip(history, state["history"]):
-                mine[:] = saved
-            tokens_seen, global_step = state["tokens_seen"], state["global_step"]
-            self.start_epoch, self.skip = state["epoch"], state["batches_done"]
-            if self.skip >= len(self.loader):  # stopped at the end of an epoch: go on with the next
-                self.start_epoch, self.skip = self.start_epoch + 1, 0
-                set_rng_state(state["rng_now"])
-            else:  # stopped mid-epoch: replay the epoch's shuffle, then restore the random state of the stop
-                set_rng_state(state["rng_epoch_start"])
-                self.rng_now = state["rng_now"]
-        self.tokens_seen, self.step = tokens_seen, global_step + 1
-        return tokens_seen, global_step
-
-    def __enter__(self):
-        from tqdm import tqdm
-
-        total = self.num_epochs * len(self.loader)
-        self.bar = tqdm(total=total if self.max_steps is None else min(total, self.max_steps), initial=self.step,
-                        disable=not self.progress, unit="step", mininterval=1.0, ncols=90)
-        self.trained = trained_parameters(self.model, self.optimizer)
-        self.hooks = [self.optimizer.register_step_pre_hook(self.check_gradients),
-                      self.optimizer.register_step_post_hook(self.check_weights)]
-        return self
-
-    def __exit__(self, error_type, error, traceback):
-        for hook in self.hooks:
-            hook.remove()
-        self.bar.close()
-        if error_type is None and not self.stopped:  # the end of training: the last checkpoint
-            self.save(self.num_epochs, 0, rng_state())
-
-    def epochs(self):
-        """`range(num_epochs)`, from the epoch a resumed run stopped in; nothing once `max_steps` is reached."""
-        for epoch in range(self.start_epoch, self.num_epochs):
-            if self.max_steps is not None and self.step >= self.max_steps:
-                self.stopped = True
-                return
-            self.epoch = epoch
-            yield epoch
-
-    def batches(self):
-        """The batches of `train_loader`, from the batch a resumed run stopped at (same order, same random state)."""
-        self.rng_epoch_start = rng_state()
-        if hasattr(getattr(self.loader, "sampler", None), "set_epoch"):  # a DistributedSampler: this epoch's order
-            self.loader.sampler.set_epoch(self.epoch)
-        batches = iter(self.loader)
-        for _ in range(self.skip):
-            next(batches)
-        self.batches_done, self.skip = self.skip, 0
-        if self.rng_now is not None:
-            set_rng_state(self.rng_now)
-            self.rng_now = None
-        for batch in batches:
-            yield batch
-        self.bar.clear()  # the sample after the epoch goes on a line of its own
-
-    def print(self, line: str, global_step=None) -> None:
-        """Print `line` above the progress bar (with `log_every`, only every that many steps)."""
-        if global_step is None or self.log_every is None or global_step % self.log_every == 0:
-            self.bar.write(line)
-
-    def step_done(self, loss, global_step: int, tokens_seen: int) -> bool:
-        """After each step: the bar, a checkpoint when due; True when `max_steps` is reached (checkpoint written)."""
-        self.step, self.tokens_seen, self.batches_done = global_step + 1, tokens_seen, self.batches_done + 1
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        self.stopped = self.max_steps is not None and self.step >= self.max_steps
-        if self.stopped or (self.checkpointer is not None and self.checkpointer.due(global_step)):
-            self.save(self.epoch, self.batches_done, self.rng_epoch_start)
-        return self.stopped
-
-    def save(self, epoch, batches_done, rng_epoch_start) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.save(
-                self.model, self.optimizer, loop=self.loop, epoch=epoch, batches_done=batches_done,
-                global_step=self.step - 1, tokens_seen=self.tokens_seen, history=[list(h) for h in self.history],
-                rng_epoch_start=rng_epoch_start, rng_now=rng_state(), train_batches=len(self.loader),
-                settings=self.settings)
-
-    def check_gradients(self, optimizer, args, kwargs) -> None:
-        """Before `optimizer.step()`: NonFiniteLossError if a gradient holds NaN or inf (the weights are untouched)."""
-        bad = first_nonfinite((n, p.grad) for n, p in self.trained)
-        if bad:
-            raise NonFiniteLossError(
-                f"the gradients became non-finite at step {self.step} (epoch {self.epoch + 1}), first in {bad} (a NaN "
-                "or inf loss makes them so): training stopped before the optimizer step, so the weights are still "
-                "finite. Lower the learning rate, check the inputs for bad token ids, or clip the gradients "
-                f"(torch.nn.utils.clip_grad_norm_), then {self.then()}.")
-
-    def check_weights(self, optimizer, args, kwargs) -> None:
-        """After `optimizer.step()`: NonFiniteLossError if the update made a weight NaN or inf."""
-        bad = first_nonfinite(self.trained)
-        if bad:
-            lrs = sorted({g["lr"] for g in optimizer.param_groups if isinstance(g.get("lr"), (int, float))})
-            raise NonFiniteLossError(
-                f"the weights became non-finite in the optimizer step of step {self.step} (epoch {self.epoch + 1}), "
-                f"first in {bad}, although the gradients were finite: the learning rate "
-                f"({', '.join(f'{lr:g}' for lr in lrs)}) is too high. The model in memory is now unusable and no "
-                f"checkpoint was written from it: lower the learning rate and {self.then()}.")
-
-    def then(self) -> str:
-        if self.checkpointer is not None and self.checkpointer.path.is_file():
-            return "resume from the last checkpoint (checkpoints never hold non-finite weights)"
-        return "train again from the start (rebuild or reload the model)"

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm import tqdm
 
-from .checkpoint import TrainingRun
-from .checks import check_int, check_loader
-from .train import calc_loss_loader, check_training_args
+from .checks import check_int, check_loader, check_training_args
+from .extras import check_finite
+from .train import calc_loss_loader, evaluate_model
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
@@ -282,56 +283,53 @@ def calc_classifier_loss_loader(data_loader, model, device, num_batches=None):
     return calc_loss_loader(data_loader, model, device, num_batches, loss_fn=calc_classifier_loss_batch)
 
 
-def evaluate_classifier(model, train_loader, val_loader, device, eval_iter):
-    """(train loss, val loss) over `eval_iter` batches each, in eval mode without gradients."""
-    model.eval()
-    with torch.no_grad():
-        train_loss = calc_classifier_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_classifier_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    model.train()
-    return train_loss, val_loss
-
-
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                            eval_freq, eval_iter, *, max_steps=None, progress=True):
+                            eval_freq, eval_iter, *, extras=None, progress=True):
     """The book's classifier training loop. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
 
-    Beyond the book (utils/checkpoint.py's TrainingRun): a progress bar, a stop at the first NaN or inf, and
-    `max_steps` optimizer steps at most (the epoch's accuracies are still measured).
+    Beyond the book: a progress bar, a stop at a NaN or inf loss, and only when asked, `extras` (a TrainingExtras
+    of utils/extras.py without a path: max_steps, after which the epoch's accuracies are still measured; log_every).
     """
-    check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter)
-    run = TrainingRun(model, optimizer, train_loader, num_epochs, None, max_steps, progress)
+    check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter)
     # Initialize lists to track losses and examples seen
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
+    if extras:
+        examples_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, loop="train_classifier_simple")
 
-    with run:  # the progress bar and the non-finite guard, until the loop ends
-        for epoch in run.epochs():  # range(num_epochs); none once max_steps is reached
-            model.train()  # Set model to training mode
-            for input_batch, target_batch in run.batches():
-                optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
-                loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
-                loss.backward()  # Calculate loss gradients
-                optimizer.step()  # Update model weights using loss gradients
-                examples_seen += input_batch.shape[0]  # New: track examples instead of tokens
-                global_step += 1
+    # Main training loop
+    for epoch in range(num_epochs):
+        if extras and extras.skip_epoch(epoch):  # after max_steps
+            continue
+        model.train()  # Set model to training mode
 
-                # Optional evaluation step
-                if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_classifier(model, train_loader, val_loader, device, eval_iter)
-                    train_losses.append(train_loss)
-                    val_losses.append(val_loss)
-                    run.print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-                if run.step_done(loss, global_step, examples_seen):  # bar; True at max_steps
-                    break
+        for input_batch, target_batch in tqdm(train_loader, f"Epoch {epoch + 1}", disable=not progress):
+            optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
+            loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
+            check_finite(loss, global_step + 1)  # beyond the book: stop at a NaN or inf loss
+            loss.backward()  # Calculate loss gradients
+            optimizer.step()  # Update model weights using loss gradients
+            examples_seen += input_batch.shape[0]  # New: track examples instead of tokens
+            global_step += 1
 
-            # Calculate accuracy after each epoch
-            train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
-            val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
-            run.print(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
-            train_accs.append(train_accuracy)
-            val_accs.append(val_accuracy)
+            # Optional evaluation step
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
+                                                      loss_fn=calc_classifier_loss_batch)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                if not extras or extras.shows(global_step):  # print (above the progress bar)
+                    tqdm.write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if extras and extras.after_step(global_step, examples_seen):  # True at max_steps
+                break
+
+        # Calculate accuracy after each epoch
+        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
+        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
+        tqdm.write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+        train_accs.append(train_accuracy)
+        val_accs.append(val_accuracy)
 
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 

@@ -1,8 +1,9 @@
 """Chapter 5 and appendix D: losses, evaluation and the book's training loops, written as the book writes them.
 
-What the loops do beyond the book (progress bar, non-finite guard, checkpoints and exact resume, `max_steps`)
-lives in `utils/checkpoint.py` and joins each loop in one line (`TrainingRun`); the learning-rate schedule is
-`utils/schedule.py`'s `lr_at_step`.
+Beyond the book, each loop has a progress bar (tqdm on the loader) and stops at a NaN or inf loss
+(`check_finite`); the extras a caller asks for (checkpoints and exact resume, max_steps, log_every) come in a
+`TrainingExtras` of `utils/extras.py`, called in one line where each joins the loop. The learning-rate schedule
+is `utils/schedule.py`'s `lr_at_step`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm import tqdm
 
-from .checkpoint import TrainingRun, first_nonfinite, trained_parameters
-from .checks import check_int, check_loader, check_tokenizer, is_int
+from .checks import check_int, check_loader, check_training_args, is_int
+from .extras import check_finite
 from .generate import generate, text_to_token_ids, token_ids_to_text
-from .schedule import check_number, lr_at_step
+from .schedule import lr_at_step
 
 
 def set_seed(seed: int = 123) -> None:
@@ -49,12 +51,12 @@ def calc_loss_loader(data_loader, model, device, num_batches=None, loss_fn=None)
     return total_loss / num_batches
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter):
-    """(train loss, val loss) over `eval_iter` batches each, in eval mode without gradients."""
+def evaluate_model(model, train_loader, val_loader, device, eval_iter, loss_fn=None):
+    """(train loss, val loss) over `eval_iter` batches each, in eval mode without gradients (`loss_fn` as in calc_loss_loader)."""
     model.eval()
     with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter, loss_fn=loss_fn)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter, loss_fn=loss_fn)
     model.train()
     return train_loss, val_loss
 
@@ -74,154 +76,128 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
     model.train()
 
 
-def check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                        start_context=None, tokenizer=None) -> None:
-    """Every argument of a training loop checked before the first step (nothing is changed on an error)."""
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda' or 'mps' (or get_device())") from None
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer (e.g. torch.optim.AdamW(model.parameters())), "
-                        f"got {type(optimizer).__name__}")
-    if not trained_parameters(model, optimizer):
-        raise ValueError("the optimizer updates none of the model's parameters: create it with model.parameters()")
-    check_loader(train_loader, "train_loader")
-    check_loader(val_loader, "val_loader")
-    check_int(num_epochs, "num_epochs")
-    check_int(eval_freq, "eval_freq", hint="evaluate every eval_freq optimizer steps")
-    check_int(eval_iter, "eval_iter", hint="the number of batches each evaluation averages over")
-    if start_context is not None:
-        if not isinstance(start_context, str) or not start_context:
-            raise ValueError(f"start_context must be a non-empty string or None, got {start_context!r}")
-        check_tokenizer(tokenizer)
-    bad = first_nonfinite(model.named_parameters())
-    if bad:
-        raise ValueError(f"the model's parameter {bad} holds NaN or inf before training started: "
-                         "rebuild the model or load finite weights (load_checkpoint)")
-
-
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                       eval_freq, eval_iter, start_context, tokenizer, *,
-                       checkpointer=None, max_steps=None, progress=True, log_every=None, sample_eos_id=None):
+                       eval_freq, eval_iter, start_context, tokenizer, *, extras=None, progress=True, sample_eos_id=None):
     """The book's training loop. Returns `(train_losses, val_losses, track_tokens_seen)`, one entry per evaluation.
 
-    Beyond the book (utils/checkpoint.py's TrainingRun): a progress bar; a stop at the first NaN or inf; with
-    `checkpointer` (a Checkpointer) checkpoints and exact resume; `max_steps` optimizer steps at most; only every
-    `log_every` steps' evaluation printed; the sample stops at `sample_eos_id`; `start_context=None`: no sample.
+    Beyond the book: a progress bar, a stop at a NaN or inf loss, and only when asked, `extras` (a TrainingExtras
+    of utils/extras.py: checkpoints and exact resume, max_steps, log_every); the sample stops at `sample_eos_id`.
     """
-    check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                        start_context, tokenizer)
-    run = TrainingRun(model, optimizer, train_loader, num_epochs, checkpointer, max_steps, progress, log_every)
+    check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter, start_context, tokenizer)
     # Initialize lists to track losses and tokens seen
     train_losses, val_losses, track_tokens_seen = [], [], []
-    tokens_seen, global_step = run.resume(0, -1, train_losses, val_losses, track_tokens_seen)
+    tokens_seen, global_step = 0, -1
+    if extras:  # resuming: the checkpoint's weights, optimizer state, lists and counters
+        tokens_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, train_losses, val_losses, track_tokens_seen)
 
-    with run:  # the progress bar, the non-finite guard and the checkpoints, until the loop ends
-        for epoch in run.epochs():  # range(num_epochs), from where a resumed run stopped
-            model.train()  # Set model to training mode
-            for input_batch, target_batch in run.batches():  # train_loader's batches, from where it stopped
-                optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
-                loss.backward()  # Calculate loss gradients
-                optimizer.step()  # Update model weights (run's guard checks the gradients before, the weights after)
-                tokens_seen += input_batch.numel()
-                global_step += 1
+    # Main training loop
+    for epoch in range(num_epochs):
+        if extras and extras.skip_epoch(epoch):  # finished before a resume, or after max_steps
+            continue
+        model.train()  # Set model to training mode
 
-                # Optional evaluation step
-                if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                    train_losses.append(train_loss)
-                    val_losses.append(val_loss)
-                    track_tokens_seen.append(tokens_seen)
-                    run.print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}", global_step)
-                if run.step_done(loss, global_step, tokens_seen):  # bar, checkpoint; True at max_steps
-                    return train_losses, val_losses, track_tokens_seen
+        for input_batch, target_batch in tqdm(train_loader, f"Epoch {epoch + 1}", disable=not progress):
+            if extras and extras.skip_batch():  # trained on before a resume
+                continue
+            optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            check_finite(loss, global_step + 1)  # beyond the book: stop at a NaN or inf loss
+            loss.backward()  # Calculate loss gradients
+            optimizer.step()  # Update model weights using loss gradients
+            tokens_seen += input_batch.numel()
+            global_step += 1
 
-            # Print a sample text after each epoch
-            if start_context is not None:
-                generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
+            # Optional evaluation step
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                if not extras or extras.shows(global_step):  # print (above the progress bar)
+                    tqdm.write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if extras and extras.after_step(global_step, tokens_seen):  # a checkpoint when due; True at max_steps
+                break
+
+        # Print a sample text after each epoch
+        if start_context is not None:
+            generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
 
     return train_losses, val_losses, track_tokens_seen
 
 
 def train_model(model, train_loader, val_loader, optimizer, device, num_epochs,
                 eval_freq, eval_iter, start_context, tokenizer, warmup_steps=0,
-                initial_lr=1e-5, min_lr=1e-5, *, peak_lr=None, max_norm=1.0, clip_from_step=None,
-                checkpointer=None, max_steps=None, progress=True, log_every=None, sample_eos_id=None):
+                initial_lr=1e-5, min_lr=1e-5, *, max_norm=1.0, clip_from_step=None, total_steps=None,
+                extras=None, progress=True, sample_eos_id=None):
     """Appendix D's loop: `train_model_simple` with linear warmup, cosine decay and gradient clipping.
 
     Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`, `track_lrs` one entry per step. The peak
-    learning rate is the optimizer's (or `peak_lr`); gradients are clipped to the global norm `max_norm` (None:
-    never) from step `clip_from_step` on (default `warmup_steps`; the printed book's `warmup_steps + 1`).
-    The extras as in `train_model_simple` (the schedule is saved with a checkpoint and must match to resume).
+    learning rate is the optimizer's; gradients are clipped to the global norm `max_norm` (None: never) from step
+    `clip_from_step` on (default `warmup_steps`; the printed book's `warmup_steps + 1`); the schedule spans
+    `total_steps` (default: every step of `num_epochs` epochs). Beyond the book as in `train_model_simple`.
     """
-    check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                        start_context, tokenizer)
+    check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter, start_context, tokenizer)
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
+    tokens_seen, global_step = 0, -1
+
     # Retrieve the maximum learning rate from the optimizer
-    peak_lr = float(optimizer.param_groups[0]["lr"] if peak_lr is None else peak_lr)
+    peak_lr = optimizer.param_groups[0]["lr"]
     # Calculate the total number of iterations in the training process
-    total_training_steps = len(train_loader) * num_epochs
+    total_training_steps = total_steps or len(train_loader) * num_epochs
     clip_from_step = warmup_steps if clip_from_step is None else clip_from_step
-    check_schedule(total_training_steps, peak_lr, warmup_steps, initial_lr, min_lr, max_norm, clip_from_step)
-    settings = dict(total_steps=total_training_steps, peak_lr=peak_lr, warmup_steps=int(warmup_steps),
-                    initial_lr=float(initial_lr), min_lr=float(min_lr), clip_from_step=int(clip_from_step),
-                    max_norm=None if max_norm is None else float(max_norm))
-    run = TrainingRun(model, optimizer, train_loader, num_epochs, checkpointer, max_steps, progress, log_every,
-                      loop="train_model", settings=settings)
-    tokens_seen, global_step = run.resume(0, -1, train_losses, val_losses, track_tokens_seen, track_lrs)
+    if extras:  # resuming: as in train_model_simple, and only with the same schedule
+        tokens_seen, global_step = extras.start(
+            model, optimizer, train_loader, num_epochs, train_losses, val_losses, track_tokens_seen, track_lrs,
+            loop="train_model", settings=dict(total_steps=total_training_steps, peak_lr=peak_lr, warmup_steps=warmup_steps,
+                                              initial_lr=initial_lr, min_lr=min_lr, max_norm=max_norm, clip_from_step=clip_from_step))
 
-    with run:  # the progress bar, the non-finite guard and the checkpoints, until the loop ends
-        for epoch in run.epochs():
-            model.train()
-            for input_batch, target_batch in run.batches():
-                optimizer.zero_grad()
-                global_step += 1
+    for epoch in range(num_epochs):
+        if extras and extras.skip_epoch(epoch):
+            continue
+        model.train()
+        for input_batch, target_batch in tqdm(train_loader, f"Epoch {epoch + 1}", disable=not progress):
+            if extras and extras.skip_batch():
+                continue
+            optimizer.zero_grad()
+            global_step += 1
 
-                # The learning rate of this step: linear warmup, then cosine decay (utils/schedule.py)
-                lr = lr_at_step(global_step, total_training_steps, peak_lr, warmup_steps, initial_lr, min_lr)
-                # Apply the calculated learning rate to the optimizer
-                for param_group in optimizer.param_groups:
-                    param_group["lr"] = lr
-                track_lrs.append(lr)  # Store the current learning rate
+            # The learning rate of this step: linear warmup, then cosine decay (utils/schedule.py)
+            lr = lr_at_step(global_step, total_training_steps, peak_lr, warmup_steps, initial_lr, min_lr)
+            # Apply the calculated learning rate to the optimizer
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            track_lrs.append(lr)  # Store the current learning rate
 
-                # Calculate and backpropagate the loss
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
-                loss.backward()
+            # Calculate and backpropagate the loss
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            check_finite(loss, global_step)  # beyond the book: stop at a NaN or inf loss
+            loss.backward()
 
-                # Apply gradient clipping after the warmup phase to avoid exploding gradients
-                if max_norm is not None and global_step >= clip_from_step:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+            # Apply gradient clipping after the warmup phase to avoid exploding gradients
+            if max_norm is not None and global_step >= clip_from_step:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
 
-                optimizer.step()
-                tokens_seen += input_batch.numel()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
 
-                # Periodically evaluate the model on the training and validation sets
-                if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                    train_losses.append(train_loss)
-                    val_losses.append(val_loss)
-                    track_tokens_seen.append(tokens_seen)
-                    run.print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}", global_step)
-                if run.step_done(loss, global_step, tokens_seen):  # bar, checkpoint; True at max_steps
-                    return train_losses, val_losses, track_tokens_seen, track_lrs
+            # Periodically evaluate the model on the training and validation sets
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                if not extras or extras.shows(global_step):
+                    tqdm.write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if extras and extras.after_step(global_step, tokens_seen):
+                break
 
-            # Generate and print a sample from the model to monitor progress
-            if start_context is not None:
-                generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
+        # Generate and print a sample from the model to monitor progress
+        if start_context is not None:
+            generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
 
     return train_losses, val_losses, track_tokens_seen, track_lrs
-
-
-def check_schedule(total_steps, peak_lr, warmup_steps, initial_lr, min_lr, max_norm, clip_from_step) -> None:
-    """Appendix D's settings checked before the first step (lr_at_step names each bad one)."""
-    lr_at_step(0, total_steps, peak_lr, warmup_steps, initial_lr, min_lr)
-    if max_norm is not None:
-        check_number("max_norm", max_norm, low=0.0, low_inclusive=False)
-    check_int(clip_from_step, "clip_from_step", minimum=0, hint="the first step whose gradients are clipped")
 
 
 def perplexity(loss: float) -> float:
