@@ -10,6 +10,7 @@ from faults import catalogue, expect_fault
 from tiny import CharTokenizer, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
+from utils import TrainingExtras
 from utils.spam import (
     SpamDataset,
     TrainableTop,
@@ -55,7 +56,8 @@ def train(**kw):
     args.update(kw)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     return lambda: train_classifier_simple(model, args["train_loader"], args["val_loader"], opt, args["device"],
-                                           args["num_epochs"], args["eval_freq"], args["eval_iter"], progress=False)
+                                           args["num_epochs"], args["eval_freq"], args["eval_iter"], progress=False,
+                                           extras=args.get("extras"))
 
 
 def interrupted_write(tmp):
@@ -155,7 +157,9 @@ CASES = [
     ("train eval_freq 0", lambda t: train(eval_freq=0), ValueError, "eval_freq must be a whole number >= 1"),
     ("train eval_iter 0", lambda t: train(eval_iter=0), ValueError, "eval_iter must be a whole number >= 1"),
     ("train empty val loader", lambda t: train(val_loader=empty_loader()), ValueError, "val_loader has no batches"),
-    ("train device typo", lambda t: train(device="cpuu"), ValueError, "device='cpuu' is not a device"),
+    ("train device typo", lambda t: train(device="cpuu"), RuntimeError, "device type at start of device string: cpuu"),
+    ("train extras with a path", lambda t: train(extras=TrainingExtras(t / "c.pth")), ValueError,
+     "train_classifier_simple takes TrainingExtras without a path"),
     ("top with every block frozen", lambda t: lambda: TrainableTop(prepare_classifier(gpt(False), trainable_blocks=0)),
      ValueError, "unfreeze at least the last one"),
     ("frozen hidden batch_size 0", lambda t: lambda: compute_frozen_hidden(gpt(), TensorDataset(
@@ -173,6 +177,7 @@ def test_max_steps_zero_takes_no_step():
     model = gpt()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    assert train_classifier_simple(model, *loaders(), opt, "cpu", 2, 1, 1, max_steps=0, progress=False) == (
+    assert train_classifier_simple(model, *loaders(), opt, "cpu", 2, 1, 1, progress=False,
+                                   extras=TrainingExtras(max_steps=0)) == (
         [], [], [], [], 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -10,12 +10,12 @@ import pickle
 import pytest
 import torch
 from faults import MakesMarker, catalogue, expect_fault
-from tiny import TINY, tiny_model, token_loaders
+from tiny import TINY, CharTokenizer, tiny_model, token_loaders
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils import (
-    Checkpointer,
     CheckpointError,
+    TrainingExtras,
     calc_loss_loader,
     evaluate_model,
     get_device,
@@ -42,9 +42,9 @@ def fresh(cfg=TINY):
 
 
 def train(tmp, model=None, optimizer=None, train_loader=None, val_loader=None, checkpoint_path=None,
-          checkpoint_every=None, resume=False, **kw):
-    if checkpoint_path is not None:
-        kw["checkpointer"] = Checkpointer(checkpoint_path, checkpoint_every, resume)
+          checkpoint_every=None, resume=False, max_steps=None, **kw):
+    if checkpoint_path is not None or max_steps is not None:
+        kw["extras"] = TrainingExtras(checkpoint_path, checkpoint_every, resume, max_steps)
     if model is None:
         model, optimizer = fresh()
     tl, vl = loaders()
@@ -110,28 +110,33 @@ CASES = [
      "train_loader has no batches"),
     ("empty val loader", lambda t: lambda: train(t, val_loader=empty_loader()), ValueError,
      "val_loader has no batches"),
-    ("train loader a list", lambda t: lambda: train(t, train_loader=iter([])), TypeError,
-     "train_loader must be a torch DataLoader"),
-    ("checkpointer not a Checkpointer", lambda t: lambda: train(t, checkpointer=str(t / "r.pth")), TypeError,
-     "checkpointer must be a Checkpointer(path, every, resume)"),
+    ("train loader an iterator", lambda t: lambda: train(t, train_loader=iter([])), TypeError,
+     "object of type 'list_iterator' has no len()"),  # Python says it
+    ("extras a path", lambda t: lambda: train(t, extras=str(t / "r.pth")), AttributeError,
+     "'str' object has no attribute 'start'"),  # Python says it: pass TrainingExtras(path)
+    ("every without a path", lambda t: lambda: TrainingExtras(every=5), ValueError,
+     "every and resume need a checkpoint path"),
     ("checkpoint every 0", lambda t: lambda: train(t, checkpoint_every=0, checkpoint_path=t / "r.pth"), ValueError,
      "every must be a whole number >= 1"),
-    ("checkpointer path None", lambda t: lambda: Checkpointer(None), TypeError, "path must be a file path"),
+    ("extras path empty", lambda t: lambda: TrainingExtras(""), TypeError, "path must be a file path"),
     ("resume missing file", lambda t: lambda: train(t, resume=True, checkpoint_path=t / "none.pth"),
-     FileNotFoundError, "train once with Checkpointer(path) and resume=False"),
+     FileNotFoundError, "train once with TrainingExtras(path) and resume=False"),
     ("resume other model config", other_config_resume, CheckpointError, "Build the model with the config it was"),
     ("resume other loader length", other_loader_resume, CheckpointError,
      "resume with the same data, batch_size and drop_last"),
     ("resume plain save_checkpoint file", plain_file_resume, CheckpointError,
      "load_checkpoint(path, model) and train with resume=False"),
     ("resume other optimizer", other_optimizer_resume, CheckpointError, "create the optimizer as for the saved run"),
-    ("optimizer not an optimizer", lambda t: lambda: train(t, fresh()[0], "adam"), TypeError,
-     "optimizer must be a torch.optim.Optimizer"),
+    ("optimizer not an optimizer", lambda t: lambda: train(t, fresh()[0], "adam"), AttributeError,
+     "'str' object has no attribute 'param_groups'"),  # Python says it
     ("optimizer of another model", lambda t: lambda: train(t, fresh()[0], fresh()[1]), ValueError,
      "create it with model.parameters()"),
-    ("device garbage", lambda t: lambda: train(t, device="gpu"), ValueError, "device='gpu' is not a device"),
-    ("start_context empty", lambda t: lambda: train(t, start_context=""), ValueError,
-     "start_context must be a non-empty string"),
+    ("device garbage", lambda t: lambda: train(t, device="gpu"), RuntimeError,
+     "device type at start of device string: gpu"),  # torch says it, at the first step
+    ("start_context empty", lambda t: lambda: train(t, start_context="", tokenizer=CharTokenizer()), ValueError,
+     "start_context is empty: give the text the sample after each epoch starts with, or None"),
+    ("start_context without tokenizer", lambda t: lambda: train(t, start_context="Every"), AttributeError,
+     "'NoneType' object has no attribute 'encode'"),  # Python says it, before the first step
     ("load empty checkpoint", lambda t: (t.joinpath("e.pth").write_bytes(b""),
                                          lambda: load_checkpoint(t / "e.pth", fresh()[0]))[1],
      CheckpointError, "is empty (0 bytes): a save was interrupted. Delete it, or re-save"),

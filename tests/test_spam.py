@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils import GPTModel, NonFiniteLossError, fetch, gpt2_tokenizer
+from utils import GPTModel, NonFiniteLossError, TrainingExtras, fetch, gpt2_tokenizer
 from utils.spam import (
     SpamDataset,
     TrainableTop,
@@ -212,7 +212,8 @@ def test_training_loop_updates_only_the_trainable_part():
     assert all(0 <= a <= 1 for a in ta + va)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]) != p.requires_grad, name
-    _, _, ta, _, seen = train_classifier_simple(model, train_loader, val_loader, optimizer, "cpu", 5, 50, 1, max_steps=5, progress=False)
+    _, _, ta, _, seen = train_classifier_simple(model, train_loader, val_loader, optimizer, "cpu", 5, 50, 1, progress=False,
+                                                 extras=TrainingExtras(max_steps=5))
     assert seen == 5 * 4 and len(ta) == 2  # stopped in the second epoch
 
 
@@ -221,22 +222,23 @@ def test_training_stops_on_a_nan_loss():
     model.out_head.register_forward_hook(lambda module, args, output: output * float("nan"))
     train_ds, val_ds = token_loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with pytest.raises(NonFiniteLossError, match="step 0.*still finite"):
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 0: .*still finite"):
         train_classifier_simple(model, DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4), optimizer, "cpu", 1, 1, 1, progress=False)
 
 
-def test_nan_weights_are_refused_before_training_and_max_steps_zero_takes_no_step():
+def test_nan_weights_stop_at_the_first_loss_and_max_steps_zero_takes_no_step():
     model = tiny_classifier()
     train_ds, val_ds = token_loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loaders = DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, max_steps=0, progress=False) == (
+    assert train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, progress=False,
+                                   extras=TrainingExtras(max_steps=0)) == (
         [], [], [], [], 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not optimizer.state
     with torch.no_grad():
         model.out_head.weight.fill_(float("nan"))
-    with pytest.raises(ValueError, match="out_head.weight holds NaN or inf before training started"):
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 0: .*whether the model's weights hold NaN"):
         train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, progress=False)
 
 
