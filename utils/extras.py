@@ -38,12 +38,13 @@ class TrainingExtras:
     """The extras a caller asks a training loop for (all optional): a checkpoint at `path` every `every` steps and
     at the end (`resume=True` continues from it exactly: same weights, optimizer, batches and random numbers as an
     uninterrupted run), a stop after `max_steps` steps, only every `log_every`-th step's evaluation printed, and
-    with `check_steps` the gradients checked before each optimizer step and the weights after it."""
+    with `check_steps` the gradients checked before each optimizer step and the weights after it; `meta`: more
+    fields every checkpoint holds (e.g. the model's config)."""
 
     STATE = ("loop", "epoch", "batches_done", "global_step", "tokens_seen", "history", "rng_epoch_start", "rng_now",
              "train_batches", "settings")
 
-    def __init__(self, path=None, every=None, resume=False, max_steps=None, log_every=None, check_steps=True):
+    def __init__(self, path=None, every=None, resume=False, max_steps=None, log_every=None, check_steps=True, meta=None):
         self.path = None if path is None else check_path(path)
         for name, value, minimum in (("every", every, 1), ("max_steps", max_steps, 0), ("log_every", log_every, 1)):
             if value is not None:
@@ -51,13 +52,13 @@ class TrainingExtras:
         if (every is not None or resume) and self.path is None:
             raise ValueError("every and resume need a checkpoint path: TrainingExtras(path, every=..., resume=...)")
         self.every, self.resume, self.max_steps, self.log_every = every, bool(resume), max_steps, log_every
-        self.check_steps, self.hooks = check_steps, []
+        self.check_steps, self.meta, self.hooks = check_steps, meta or {}, []
 
     # --- the join points, in the order a loop meets them ---------------------------------------------------
 
-    def start(self, model, optimizer, train_loader, num_epochs, *history, loop="train_model_simple", settings=None):
+    def start(self, model, optimizer, train_loader, num_epochs, loop="train_model_simple", settings=None, **history):
         """Before the first step: the guard's hooks, and when resuming the checkpoint's weights, optimizer state and
-        `history` lists (filled in place). Returns `(tokens_seen, global_step)` to go on from ((0, -1) afresh)."""
+        `history` lists (by name, filled in place). Returns `(tokens_seen, global_step)` to go on from ((0, -1) afresh)."""
         self.model, self.optimizer, self.loader, self.history = model, optimizer, train_loader, history
         self.loop, self.settings, self.total = loop, settings or {}, num_epochs * len(train_loader)
         self.start_epoch, self.skip, self.rng_resume, self.rng_now = 0, 0, None, None
@@ -120,15 +121,15 @@ class TrainingExtras:
             save_checkpoint(
                 self.path, self.model, self.optimizer, loop=self.loop, epoch=self.epoch,
                 batches_done=self.batches_done, global_step=self.step - 1, tokens_seen=self.tokens_seen,
-                history=[list(h) for h in self.history], rng_epoch_start=self.rng_epoch_start, rng_now=rng_state(),
-                train_batches=len(self.loader), settings=self.settings)
+                history={name: list(h) for name, h in self.history.items()}, rng_epoch_start=self.rng_epoch_start,
+                rng_now=rng_state(), train_batches=len(self.loader), settings=self.settings, **self.meta)
 
     def restore(self, state: dict) -> None:
         """Load a checkpoint's weights, optimizer state, history and counters; plan the batches to skip."""
         self.model.load_state_dict(state["model_state_dict"])
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
-        for mine, saved in zip(self.history, state["history"]):
-            mine[:] = saved
+        for name, saved in state["history"].items():
+            self.history[name][:] = saved
         self.tokens_seen, self.step = state["tokens_seen"], state["global_step"] + 1
         self.start_epoch, self.skip = state["epoch"], state["batches_done"]
         if self.skip >= len(self.loader):  # stopped at the end of an epoch: go on with the next

@@ -77,18 +77,21 @@ def generate_and_print_sample(model, tokenizer, device, start_context, max_new_t
 
 
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                       eval_freq, eval_iter, start_context, tokenizer, *, extras=None, progress=True, sample_eos_id=None):
+                       eval_freq, eval_iter, start_context, tokenizer, *, extras=None, progress=True,
+                       sample_tokens=50, sample_eos_id=None):
     """The book's training loop. Returns `(train_losses, val_losses, track_tokens_seen)`, one entry per evaluation.
 
     Beyond the book: a progress bar, a stop at a NaN or inf loss, and only when asked, `extras` (a TrainingExtras
-    of utils/extras.py: checkpoints and exact resume, max_steps, log_every); the sample stops at `sample_eos_id`.
+    of utils/extras.py: checkpoints and exact resume, max_steps, log_every); the sample after each epoch is
+    `sample_tokens` long and stops at `sample_eos_id`.
     """
     check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter, start_context, tokenizer)
     # Initialize lists to track losses and tokens seen
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
     if extras:  # resuming: the checkpoint's weights, optimizer state, lists and counters
-        tokens_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, train_losses, val_losses, track_tokens_seen)
+        tokens_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, train_losses=train_losses,
+                                                val_losses=val_losses, track_tokens_seen=track_tokens_seen)
 
     # Main training loop
     for epoch in range(num_epochs):
@@ -121,7 +124,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
 
         # Print a sample text after each epoch
         if start_context is not None:
-            generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
+            generate_and_print_sample(model, tokenizer, device, start_context, sample_tokens, sample_eos_id)
 
     return train_losses, val_losses, track_tokens_seen
 
@@ -129,7 +132,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
 def train_model(model, train_loader, val_loader, optimizer, device, num_epochs,
                 eval_freq, eval_iter, start_context, tokenizer, warmup_steps=0,
                 initial_lr=1e-5, min_lr=1e-5, *, max_norm=1.0, clip_from_step=None, total_steps=None,
-                extras=None, progress=True, sample_eos_id=None):
+                extras=None, progress=True, sample_tokens=50, sample_eos_id=None):
     """Appendix D's loop: `train_model_simple` with linear warmup, cosine decay and gradient clipping.
 
     Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`, `track_lrs` one entry per step. The peak
@@ -148,9 +151,10 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs,
     clip_from_step = warmup_steps if clip_from_step is None else clip_from_step
     if extras:  # resuming: as in train_model_simple, and only with the same schedule
         tokens_seen, global_step = extras.start(
-            model, optimizer, train_loader, num_epochs, train_losses, val_losses, track_tokens_seen, track_lrs,
-            loop="train_model", settings=dict(total_steps=total_training_steps, peak_lr=peak_lr, warmup_steps=warmup_steps,
-                                              initial_lr=initial_lr, min_lr=min_lr, max_norm=max_norm, clip_from_step=clip_from_step))
+            model, optimizer, train_loader, num_epochs, "train_model", dict(
+                total_steps=total_training_steps, peak_lr=peak_lr, warmup_steps=warmup_steps, initial_lr=initial_lr,
+                min_lr=min_lr, max_norm=max_norm, clip_from_step=clip_from_step),
+            train_losses=train_losses, val_losses=val_losses, track_tokens_seen=track_tokens_seen, track_lrs=track_lrs)
 
     for epoch in range(num_epochs):
         if extras and extras.skip_epoch(epoch):
@@ -195,7 +199,7 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs,
 
         # Generate and print a sample from the model to monitor progress
         if start_context is not None:
-            generate_and_print_sample(model, tokenizer, device, start_context, eos_id=sample_eos_id)
+            generate_and_print_sample(model, tokenizer, device, start_context, sample_tokens, sample_eos_id)
 
     return train_losses, val_losses, track_tokens_seen, track_lrs
 
