@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import inspect
 import math
 import os
@@ -26,15 +27,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from .checkpoint import CheckpointError, NonFiniteLossError, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, NonFiniteLossError, read_checkpoint
 from .corpus import CorpusError, TokenFile, build_token_file, get_tokenizer, tokenizer_fingerprint, train_val_windows
 from .device import get_device
+from .extras import TrainingExtras
 from .model import GPT_CONFIG_124M, MODEL_SIZES, GPTModel
-from .schedule import clip_gradients, lr_at_step
-from .train import calc_loss_batch, evaluate_model, generate_and_print_sample
+from .train import train_model
 
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
@@ -230,9 +232,14 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
 
     token_file = TokenFile(ranks.shared(make_token_file), tokenizer)
     train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
+    # 2. The loaders: each rank draws its share of every epoch's shuffled windows; evaluation batches are as large
+    # as a whole step, so the logged validation losses are the same for any number of processes. Private generators:
+    # iterating a loader never draws from torch's global random numbers (dropout's).
     sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
                                  drop_last=True)
-    steps_per_epoch = len(sampler) // s["batch_size"]
+    train_loader = DataLoader(train_ds, s["batch_size"], sampler=sampler, drop_last=True, generator=torch.Generator())
+    val_loader = DataLoader(val_ds, s["batch_size"] * ranks.world, generator=torch.Generator())
+    steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(
             f"the training part of {token_file.path.name} gives {len(train_ds)} windows of {s['context_length']} "
@@ -241,12 +248,10 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
             "--batch-size or --context-length, or more text"
         )
     total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
-    if s["warmup_steps"] > total_steps:
-        raise ValueError(f"warmup_steps={s['warmup_steps']} is more than the {total_steps} steps of the run")
     run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
            "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
 
-    # 2. The model and optimizer, from a checkpoint when resuming (read by rank 0, sent to all).
+    # 3. The model and optimizer; a resumed run's settings are checked against its checkpoint first.
     config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
     token_id = {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}
     state = ranks.shared(lambda: _load_checkpoint(out / "checkpoint.pt")) if resume else None
@@ -255,15 +260,40 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
     torch.manual_seed(seed)
     gpt = GPTModel(config).to(ranks.device)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
-    torch.manual_seed(seed + 1 + ranks.rank)  # dropout: a different stream on every rank
+    torch.manual_seed(seed + 1)  # dropout: one random stream, the same on every rank (a checkpoint's fits them all)
 
-    # 3. The steps (min_lr is capped at a tiny peak learning rate: keep it flat rather than refuse).
-    training = _Training(ranks, gpt, optimizer, train_ds, val_ds, sampler, s, steps_per_epoch, total_steps,
-                         min(min_lr, s["lr"]), grad_clip, out / "checkpoint.pt", progress)
-    training.meta = {"format": CHECKPOINT_FORMAT, "config": config, "run": run, "token_file": token_id}
+    # 4. Appendix D's train_model, with the multi-process pieces around it.
+    extras = _RankZeroExtras(ranks, gpt, out / "checkpoint.pt", every=s["checkpoint_every"], resume=resume,
+                             max_steps=min(total_steps, s["stop_after"] or total_steps),
+                             meta={"format": CHECKPOINT_FORMAT, "config": config, "run": run, "token_file": token_id})
+    first_step = state["global_step"] + 1 if state is not None else 0
+    say = print if ranks.main else (lambda *a, **k: None)
+    say(f"{ranks.world} process(es) on {ranks.device.type}, {sum(p.numel() for p in gpt.parameters()):,} parameters, "
+        f"{len(train_ds):,} training windows, {steps_per_epoch} steps per epoch, {total_steps} steps")
     if state is not None:
-        training.restore(state)
-    return training.train(tokenizer, prompt, sample_tokens)
+        say(f"resuming checkpoint.pt at step {first_step} of {total_steps}")
+    started = time.perf_counter()
+    try:
+        with _rank_zero_prints(ranks):
+            train_losses, val_losses, tokens_seen, _ = train_model(
+                _ddp(gpt, ranks), train_loader, val_loader, optimizer, ranks.device,
+                math.ceil(total_steps / steps_per_epoch), s["eval_every"], s["eval_batches"], prompt or None, tokenizer,
+                s["warmup_steps"], min(min_lr, s["lr"]), min(min_lr, s["lr"]), max_norm=grad_clip,
+                total_steps=total_steps, extras=extras, progress=progress, sample_tokens=sample_tokens)
+    finally:  # Ctrl-C works as usual again, also after an error
+        if extras.interrupt is not None:
+            extras.interrupt.restore()
+    seconds, steps = time.perf_counter() - started, extras.step
+    speed = (steps - first_step) * s["batch_size"] * s["context_length"] * ranks.world / seconds
+    stopped_early = steps < total_steps
+    if stopped_early:
+        say(f"stopped after step {steps} (stop_after): checkpoint saved; continue with --resume")
+    say(f"{steps} steps, {steps * s['batch_size'] * s['context_length'] * ranks.world:,} tokens seen; "
+        f"{speed:,.0f} tokens/s over all processes (evaluations and samples included)")
+    return {"model": gpt, "config": config, "steps": list(range(0, steps, s["eval_every"])),
+            "train_losses": train_losses, "val_losses": val_losses, "tokens_seen": tokens_seen,
+            "tokens_per_second": speed, "checkpoint": out / "checkpoint.pt", "stopped_early": stopped_early,
+            "world_size": ranks.world}
 
 
 def _check_resume(state: dict, run: dict, config: dict, token_id: dict, path: Path) -> None:
@@ -279,148 +309,75 @@ def _check_resume(state: dict, run: dict, config: dict, token_id: dict, path: Pa
                          "resume with the settings of the first run, or start afresh without --resume")
 
 
-class _Training:
-    """The steps of one run on this rank: the shards of each epoch, the schedule, evaluation and checkpoints."""
+class _DDP(DistributedDataParallel):
+    """DistributedDataParallel that also answers for the GPT's own attributes (`pos_emb`, `reset_kv_cache`, ...),
+    which the book's sample code reads from the model it is given."""
 
-    def __init__(self, ranks, gpt, optimizer, train_ds, val_ds, sampler, s, steps_per_epoch, total_steps, min_lr,
-                 grad_clip, checkpoint_path, progress):
-        self.ranks, self.gpt, self.optimizer, self.train_ds, self.sampler, self.s = ranks, gpt, optimizer, train_ds, sampler, s
-        self.steps_per_epoch, self.total_steps, self.min_lr, self.grad_clip = steps_per_epoch, total_steps, min_lr, grad_clip
-        self.checkpoint_path, self.progress, self.meta = checkpoint_path, progress, {}
-        self.step, self.tokens_seen = 0, 0
-        self.history = {"steps": [], "train_losses": [], "val_losses": [], "tokens_seen": []}
-        self.say = print if ranks.main else (lambda *a, **k: None)  # --no-progress drops only the bar
-        self.net = gpt
-        if ranks.distributed:
-            from torch.nn.parallel import DistributedDataParallel
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)
 
-            device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-            # the only buffers are the causal masks, equal everywhere: no need to send them at every step
-            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
-                DistributedDataParallel).parameters else {"broadcast_buffers": False})
-            self.net = DistributedDataParallel(gpt, device_ids=device_ids, **quiet)
-        # evaluation on rank 0 uses batches as large as a whole step, so the logs are the same for any process count
-        self.train_eval_loader = self.loader(train_ds, s["batch_size"] * ranks.world)
-        self.val_loader = self.loader(val_ds, s["batch_size"] * ranks.world)
 
-    @staticmethod
-    def loader(dataset, batch_size, order=None):
-        """Batches of `dataset` in `order`; a private generator, so it never draws from torch's global one."""
-        return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, drop_last=order is not None,
-                          generator=torch.Generator())
+def _ddp(gpt, ranks):
+    """The model train_model steps: `gpt` itself in one process; wrapped in DistributedDataParallel (gradients
+    averaged over the processes in every backward pass) in several."""
+    if not ranks.distributed:
+        return gpt
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # the only buffers are the causal masks, equal everywhere: no need to send them at every step
+    quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel).parameters else {"broadcast_buffers": False})
+    return _DDP(gpt, device_ids=device_ids, **quiet)
 
-    def restore(self, state: dict) -> None:
-        self.gpt.load_state_dict(state["model_state_dict"])
-        self.optimizer.load_state_dict(state["optimizer_state_dict"])
-        self.step, self.tokens_seen, self.history = state["step"], state["tokens_seen"], state["history"]
-        set_rng_state(state["rng"][self.ranks.rank])
-        self.say(f"resuming {self.checkpoint_path.name} at step {self.step} of {self.total_steps}")
+
+@contextlib.contextmanager
+def _rank_zero_prints(ranks):
+    """Only rank 0 prints: the evaluation lines, the samples and the progress bar of the other ranks go nowhere."""
+    if ranks.main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+class _RankZeroExtras(TrainingExtras):
+    """train_model's extras for N processes: checkpoints of the GPT itself (not of its DDP wrapper) written by rank 0,
+    and Ctrl-C (or SIGTERM) on any rank stops every rank after the same finished step, saved."""
+
+    def __init__(self, ranks, gpt, path, **kwargs):
+        super().__init__(path, **kwargs)
+        self.ranks, self.gpt, self.interrupt = ranks, gpt, None
+
+    def start(self, model, optimizer, *args, **kwargs):
+        self.interrupt = _StopAtStepEnd()
+        try:
+            return super().start(self.gpt, optimizer, *args, **kwargs)
+        except BaseException:
+            self.interrupt.restore()
+            raise
 
     def save(self) -> None:
-        """Every rank's random state, and (on rank 0) the one checkpoint format of utils.checkpoint."""
-        rngs = [None] * self.ranks.world
-        if self.ranks.distributed:
-            dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
         if self.ranks.main:
-            save_checkpoint(self.checkpoint_path, self.gpt, self.optimizer, **self.meta, step=self.step,
-                            tokens_seen=self.tokens_seen, history=self.history,
-                            rng=[{k: v.cpu() for k, v in r.items()} for r in rngs])
+            super().save()
 
-    def train_step(self, inputs, targets, interrupt) -> tuple:
-        """One optimizer step on this rank's batch; (the loss over all ranks, whether any rank was asked to stop)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at_step(self.step, self.total_steps, self.s["lr"], self.s["warmup_steps"], self.min_lr,
-                                     self.min_lr)
-        self.optimizer.zero_grad()
-        loss = calc_loss_batch(inputs, targets, self.net, self.ranks.device)
-        loss.backward()
-        # the loss of the whole step and whether any process was asked to stop, the same on every rank
-        shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
+    def after_step(self, global_step: int, tokens_seen: int) -> bool:
+        stopped = super().after_step(global_step, tokens_seen)
+        asked = torch.tensor(float(self.interrupt.requested), device=self.ranks.device)
         if self.ranks.distributed:
-            shared = shared.to(self.ranks.device)
-            dist.all_reduce(shared)
-            shared = shared.cpu()
-        mean_loss, stop_now = shared[0] / self.ranks.world, bool(shared[1] > 0)
-        if not torch.isfinite(mean_loss):
-            raise NonFiniteLossError(
-                f"the loss became {mean_loss.item()} at step {self.step}: lower --lr, or resume from the last checkpoint"
-            )
-        if self.grad_clip:
-            clip_gradients(self.gpt.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.step += 1
-        self.tokens_seen += inputs.numel() * self.ranks.world
-        return mean_loss, stop_now
-
-    def evaluate(self, epoch: int, bar) -> None:
-        """Train and val loss on rank 0, kept in the history and printed (also with --no-progress)."""
-        if self.ranks.main:
-            tl, vl = evaluate_model(self.gpt, self.train_eval_loader, self.val_loader, self.ranks.device,
-                                    self.s["eval_batches"])
-            for key, value in zip(self.history, (self.step, tl, vl, self.tokens_seen)):
-                self.history[key].append(value)
-            bar.write(f"step {self.step:6d}  epoch {epoch + 1}  train loss {tl:.3f}  val loss {vl:.3f}")
-
-    def epoch(self, epoch: int, bar, interrupt) -> tuple:
-        """The rest of epoch `epoch`; (seconds trained, tokens trained, stopped early)."""
-        self.sampler.set_epoch(epoch)
-        first = self.step - epoch * self.steps_per_epoch  # batches of this epoch already done (when resuming)
-        order = list(self.sampler)[first * self.s["batch_size"]:]
-        self.gpt.train()
-        seconds, tokens, started = 0.0, 0, time.perf_counter()
-        for inputs, targets in self.loader(self.train_ds, self.s["batch_size"], order):
-            if self.step >= self.total_steps:
-                break
-            mean_loss, stop_now = self.train_step(inputs, targets, interrupt)
-            tokens += inputs.numel() * self.ranks.world
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss.item():.3f}", refresh=False)
-            if self.step % self.s["eval_every"] == 0 or self.step == self.total_steps:
-                seconds += time.perf_counter() - started
-                self.evaluate(epoch, bar)
-                started = time.perf_counter()
-            if (self.s["checkpoint_every"] and self.step % self.s["checkpoint_every"] == 0) or self.step == self.total_steps:
-                self.save()
-            if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
-                self.save()
-                self.say(f"\ninterrupted: saved step {self.step} to {self.checkpoint_path.name}; continue with --resume")
-                raise KeyboardInterrupt(f"interrupted after step {self.step}")
-            if self.s["stop_after"] and self.step >= self.s["stop_after"] and self.step < self.total_steps:
-                self.save()
-                return seconds + time.perf_counter() - started, tokens, True
-        return seconds + time.perf_counter() - started, tokens, False
-
-    def train(self, tokenizer, prompt, sample_tokens) -> dict:
-        """Every epoch from where the run stands, a sample after each; the summary dict of `pretrain`."""
-        from tqdm import tqdm
-
-        self.say(f"{self.ranks.world} process(es) on {self.ranks.device.type}, "
-                 f"{sum(p.numel() for p in self.gpt.parameters()):,} parameters, {len(self.train_ds):,} training "
-                 f"windows, {self.steps_per_epoch} steps per epoch, {self.total_steps} steps")
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not (self.ranks.main and self.progress),
-                   mininterval=1.0, ncols=90, file=sys.stdout)
-        stopped_early, train_time, trained_tokens = False, 0.0, 0
-        interrupt = _StopAtStepEnd()
-        try:
-            for epoch in range(self.step // self.steps_per_epoch, math.ceil(self.total_steps / self.steps_per_epoch)):
-                seconds, tokens, stopped_early = self.epoch(epoch, bar, interrupt)
-                train_time, trained_tokens = train_time + seconds, trained_tokens + tokens
-                if stopped_early:
-                    break
-                if self.ranks.main and prompt:
-                    bar.clear()
-                    generate_and_print_sample(self.gpt, tokenizer, self.ranks.device, prompt, sample_tokens)
-        finally:
-            interrupt.restore()
-            bar.close()
-        speed = trained_tokens / train_time if train_time > 0 else float("nan")
-        if stopped_early:
-            self.say(f"stopped after step {self.step} (stop_after): checkpoint saved; continue with --resume")
-        self.say(f"{self.step} steps, {self.tokens_seen:,} tokens seen; {speed:,.0f} tokens/s over all processes")
-        return {"model": self.gpt, "config": self.meta["config"], **self.history, "tokens_per_second": speed,
-                "checkpoint": self.checkpoint_path, "stopped_early": stopped_early, "world_size": self.ranks.world}
+            dist.all_reduce(asked)  # the same answer on every rank
+        if asked.item() > 0:
+            self.save()
+            self.interrupt.restore()
+            if self.ranks.main:
+                print(f"\ninterrupted: saved step {self.step} to {self.path.name}; continue with --resume")
+            raise KeyboardInterrupt(f"interrupted after step {self.step}")
+        if stopped or self.step == self.total:
+            self.interrupt.restore()
+        return stopped
 
 
 def parse_args(argv=None) -> argparse.Namespace:
