@@ -4,10 +4,11 @@
     torchrun --nproc_per_node=2 -m utils.pretrain --data books/ --out runs/books  # two (gloo on CPU, nccl on CUDA)
 
 The notebook 05b calls `pretrain(...)` below: the same code path. The corpus becomes `<out>/tokens.bin`
-(utils.corpus, built once by rank 0); every process draws its share of each step's windows through a
-`DistributedSampler`, so N processes with batch b take the same steps as one process with batch N*b.
-Logging, progress bar, evaluation, samples and checkpoints happen on rank 0 only. `<out>/checkpoint.pt`
-loads with `torch.load(weights_only=True)` and `--resume` continues exactly where it stopped.
+(utils.corpus, built once by rank 0). The training loop is appendix D's `train_model` (utils/train.py); around it
+the multi-process pieces: every process draws its share of each step's windows through a `DistributedSampler`
+(so N processes with batch b take the same steps as one process with batch N*b), DistributedDataParallel
+averages the gradients, and only rank 0 prints and writes `<out>/checkpoint.pt` (utils/extras.py's format: it
+loads with `torch.load(weights_only=True)` and `--resume` continues exactly where it stopped).
 """
 
 from __future__ import annotations
@@ -222,36 +223,14 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
         from .tokenizer import gpt2_tokenizer
 
         tokenizer = gpt2_tokenizer()
-    data = Path(data)
-
-    # 1. The token file: built (or reused) by rank 0; every rank then maps it.
-    def make_token_file():
-        if data.suffix in (".bin", ".json"):
-            return str(TokenFile(data.with_suffix(".bin"), tokenizer).path)
-        return str(build_token_file(data, out / "tokens.bin", tokenizer, progress=progress).path)
-
-    token_file = TokenFile(ranks.shared(make_token_file), tokenizer)
-    train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
-    # 2. The loaders: each rank draws its share of every epoch's shuffled windows; evaluation batches are as large
-    # as a whole step, so the logged validation losses are the same for any number of processes. Private generators:
-    # iterating a loader never draws from torch's global random numbers (dropout's).
-    sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    train_loader = DataLoader(train_ds, s["batch_size"], sampler=sampler, drop_last=True, generator=torch.Generator())
-    val_loader = DataLoader(val_ds, s["batch_size"] * ranks.world, generator=torch.Generator())
+    token_file, train_ds, train_loader, val_loader = _data(ranks, Path(data), out, s, val_fraction, seed, tokenizer,
+                                                           progress)
     steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"the training part of {token_file.path.name} gives {len(train_ds)} windows of {s['context_length']} "
-            f"tokens, but one step takes {ranks.world} process(es) x batch {s['batch_size']} = "
-            f"{ranks.world * s['batch_size']} windows: use fewer processes (--nproc_per_node), a smaller "
-            "--batch-size or --context-length, or more text"
-        )
     total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
     run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
            "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
 
-    # 3. The model and optimizer; a resumed run's settings are checked against its checkpoint first.
+    # The model and optimizer; a resumed run's settings are checked against its checkpoint first.
     config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
     token_id = {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}
     state = ranks.shared(lambda: _load_checkpoint(out / "checkpoint.pt")) if resume else None
@@ -262,7 +241,7 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
     torch.manual_seed(seed + 1)  # dropout: one random stream, the same on every rank (a checkpoint's fits them all)
 
-    # 4. Appendix D's train_model, with the multi-process pieces around it.
+    # Appendix D's train_model, with the multi-process pieces around it.
     extras = _RankZeroExtras(ranks, gpt, out / "checkpoint.pt", every=s["checkpoint_every"], resume=resume,
                              max_steps=min(total_steps, s["stop_after"] or total_steps),
                              meta={"format": CHECKPOINT_FORMAT, "config": config, "run": run, "token_file": token_id})
@@ -294,6 +273,33 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
             "train_losses": train_losses, "val_losses": val_losses, "tokens_seen": tokens_seen,
             "tokens_per_second": speed, "checkpoint": out / "checkpoint.pt", "stopped_early": stopped_early,
             "world_size": ranks.world}
+
+
+def _data(ranks, data, out, s, val_fraction, seed, tokenizer, progress):
+    """The token file (built or reused by rank 0, then mapped by every rank), its training windows and the loaders."""
+
+    def make_token_file():
+        if data.suffix in (".bin", ".json"):
+            return str(TokenFile(data.with_suffix(".bin"), tokenizer).path)
+        return str(build_token_file(data, out / "tokens.bin", tokenizer, progress=progress).path)
+
+    token_file = TokenFile(ranks.shared(make_token_file), tokenizer)
+    train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
+    # Each rank draws its share of every epoch's shuffled windows; evaluation batches are as large as a whole step,
+    # so the logged validation losses are the same for any number of processes. Private generators: iterating a
+    # loader never draws from torch's global random numbers (dropout's).
+    sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    train_loader = DataLoader(train_ds, s["batch_size"], sampler=sampler, drop_last=True, generator=torch.Generator())
+    val_loader = DataLoader(val_ds, s["batch_size"] * ranks.world, generator=torch.Generator())
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"the training part of {token_file.path.name} gives {len(train_ds)} windows of {s['context_length']} "
+            f"tokens, but one step takes {ranks.world} process(es) x batch {s['batch_size']} = "
+            f"{ranks.world * s['batch_size']} windows: use fewer processes (--nproc_per_node), a smaller "
+            "--batch-size or --context-length, or more text"
+        )
+    return token_file, train_ds, train_loader, val_loader
 
 
 def _check_resume(state: dict, run: dict, config: dict, token_id: dict, path: Path) -> None:
