@@ -5,7 +5,8 @@
 
 Every configuration takes the same steps on the same windows (global batch = processes x per-process batch), and
 the rounds alternate the configurations so that load from other programs hits all of them. Prints the median
-tokens/s of each (training time only, evaluation excluded) and the ratios to one process.
+tokens/s of each (the run's time: one evaluation of one batch, after step 0, is included) and the ratios to one
+process.
 """
 
 from __future__ import annotations
