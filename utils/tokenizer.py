@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
+import tiktoken
+
 SPLIT_PATTERN = r'([,.:;?_!"()\']|--|\s)'
 
 
@@ -98,13 +100,7 @@ class SimpleTokenizerV2:
 @functools.lru_cache(maxsize=None)
 def gpt2_tokenizer():
     """GPT-2's BPE tokenizer (tiktoken, 50257 tokens; downloads its two files once, then cached)."""
-    import tiktoken
-
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as exc:  # offline: tiktoken's download of its two BPE files fails deep inside requests
-        raise RuntimeError(
-            "could not load GPT-2's tokenizer: tiktoken downloads its two files (vocab.bpe, encoder.json) once, "
-            f"and that failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}). "
-            "Connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder that already holds them"
-        ) from exc
+        raise RuntimeError("could not load GPT-2's tokenizer: tiktoken downloads its two files (vocab.bpe, encoder.json) once, and that failed (the cause is above). Connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder that already holds them") from exc
