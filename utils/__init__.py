@@ -26,22 +26,24 @@ from .generate import (
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
-    OllamaError,
-    OllamaModelMissing,
-    OllamaTimeout,
-    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
-    judge_scores,
     lcs_length,
     load_instruction_data,
+    rouge_l_f1,
+    split_data,
+)
+from .judge import (
+    OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
+    judge_scores,
     ollama_reachable,
     ollama_url,
     query_ollama,
-    rouge_l_f1,
-    split_data,
 )
 from .lora import (
     LinearWithLoRA,
