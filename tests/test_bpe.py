@@ -18,7 +18,8 @@ from nbextract import code_cells, extract
 
 from utils import BPETokenizer, GPTDatasetV1
 from utils import bpe as bpe_module
-from utils.bpe import ENDOFTEXT, GPT2_PATTERN, gpt2_file, pretokenize, train_merges
+from utils.bpe import GPT2_PATTERN, gpt2_file, pretokenize, train_merges
+from utils.checks import END_OF_TEXT as ENDOFTEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

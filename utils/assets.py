@@ -18,6 +18,7 @@ removes such part files once nothing has written to them for a while.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -235,7 +236,7 @@ def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -
                     chunk = read(1 << 20)
                     if not chunk:
                         break
-                    f.write(chunk)
+                    _write_all(f, chunk)
                     received += len(chunk)
                     elapsed = time.monotonic() - start
                     if min_rate and elapsed > timeout and received < min_rate * elapsed:
@@ -250,6 +251,25 @@ def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -
                 bar.close()
         if length and length.isdigit() and received != int(length):
             raise AssetError(f"{url}: connection closed after {received} of {length} bytes")
+
+
+def _write_all(f, chunk: bytes) -> None:
+    """Write all of `chunk` to the unbuffered file `f`: a raw write may take only part of it when the disk fills."""
+    view = memoryview(chunk)
+    while view:
+        written = f.write(view)
+        if not written:  # nothing taken and no error: the disk is full (a quota, or a filesystem without ENOSPC)
+            raise OSError(errno.ENOSPC, f"short write: {len(view)} of {len(chunk)} bytes not written")
+        view = view[written:]
+
+
+def _disk_full(exc: BaseException, folder: Path, asset: Asset) -> AssetError | None:
+    """The error to raise at once when `exc` says the data folder's disk is full (no other source would help)."""
+    if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return None
+    need = f" (it needs {asset.size / 1e6:.1f} MB)" if asset.size else ""
+    return AssetError(f"the disk holding {folder} is full ({exc.strerror or exc}): free some space for "
+                      f"{asset.filename}{need}, or set LLM_DATA_DIR to a folder on another disk; nothing was kept")
 
 
 def _by_hand(asset: Asset, target: Path) -> str:
@@ -340,6 +360,8 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             os.replace(part, target)
             return target
         except (AssetError, OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
+            if (full := _disk_full(exc, folder, asset)) is not None:
+                raise full from None
             errors.append(f"  - {url}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
             reasons.append((url, _reason(exc).removeprefix(f"{url}: ")))
         finally:
@@ -351,15 +373,3 @@ def fetch(name: str, *, progress: bool = True) -> Path:
         "Or set LLM_ASSET_MIRROR to a server that has the file.",
         reasons,
     )
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
