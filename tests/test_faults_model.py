@@ -1,10 +1,10 @@
 """Fault catalogue of utils.model, utils.attention and utils.generate: bad input is refused up front, by name."""
 
-import pytest
 import torch
+from faults import catalogue, expect_fault
+from tiny import CharTokenizer, tiny_config, tiny_model
 
 from utils import (
-    GPT_CONFIG_124M,
     GPTModel,
     MultiHeadAttention,
     generate,
@@ -15,23 +15,12 @@ from utils import (
     top_p_filter,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 50, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
-        "drop_rate": 0.0}
-
-
-class Tok:
-    """A tokenizer of single characters (ids = ord % 50)."""
-
-    def encode(self, text, allowed_special=None):
-        return [ord(ch) % 50 for ch in text]
-
-    def decode(self, ids):
-        return "".join(chr(65 + i % 26) for i in ids)
+SMALL = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1)  # the messages name 50 and 8
+TINY = tiny_config(**SMALL)
 
 
 def model():
-    torch.manual_seed(0)
-    return GPTModel(TINY)
+    return tiny_model(0, **SMALL)
 
 
 IDS = torch.tensor([[1, 2, 3]])
@@ -40,48 +29,49 @@ IDS = torch.tensor([[1, 2, 3]])
 # outside the vocabulary, more tokens than the context); the rest end in torch's or Python's own clear errors.
 CASES = [
     # model config
-    ("config not a dict", lambda: GPTModel([1, 2]), ValueError, "start from GPT_CONFIG_124M"),
-    ("config missing keys", lambda: GPTModel({"vocab_size": 5}), ValueError, "the model config lacks"),
-    ("emb_dim not divisible", lambda: GPTModel({**TINY, "n_heads": 3}), ValueError, "must be divisible by num_heads (3)"),
-    ("vocab_size zero", lambda: GPTModel({**TINY, "vocab_size": 0}), ValueError, "config['vocab_size'] must be a whole number"),
-    ("context_length float", lambda: GPTModel({**TINY, "context_length": 8.0}), ValueError, "config['context_length']"),
-    ("unknown gpt2 size", lambda: gpt2_config("125M"), ValueError, "choose one of 124M"),
+    ("config not a dict", lambda t: lambda: GPTModel([1, 2]), ValueError, "start from GPT_CONFIG_124M"),
+    ("config missing keys", lambda t: lambda: GPTModel({"vocab_size": 5}), ValueError, "the model config lacks"),
+    ("emb_dim not divisible", lambda t: lambda: GPTModel({**TINY, "n_heads": 3}), ValueError, "must be divisible by num_heads (3)"),
+    ("vocab_size zero", lambda t: lambda: GPTModel({**TINY, "vocab_size": 0}), ValueError, "config['vocab_size'] must be a whole number"),
+    ("context_length float", lambda t: lambda: GPTModel({**TINY, "context_length": 8.0}), ValueError, "config['context_length']"),
+    ("unknown gpt2 size", lambda t: lambda: gpt2_config("125M"), ValueError, "choose one of 124M"),
     # model input
-    ("model on a 1-D tensor", lambda: model()(torch.tensor([1, 2])), ValueError, "add the batch dimension"),
-    ("model on no tokens", lambda: model()(torch.zeros(1, 0, dtype=torch.long)), ValueError, "with 1 to 8 tokens"),
-    ("token id beyond vocabulary", lambda: model()(torch.tensor([[1, 50]])), ValueError,
+    # model input
+    ("model on a 1-D tensor", lambda t: lambda: model()(torch.tensor([1, 2])), ValueError, "add the batch dimension"),
+    ("model on no tokens", lambda t: lambda: model()(torch.zeros(1, 0, dtype=torch.long)), ValueError, "with 1 to 8 tokens"),
+    ("token id beyond vocabulary", lambda t: lambda: model()(torch.tensor([[1, 50]])), ValueError,
      "vocabulary 0..49, got ids 1..50: encode with the tokenizer"),
-    ("negative token id", lambda: model()(torch.tensor([[-1, 2]])), ValueError, "got ids -1..2"),
-    ("too many tokens", lambda: model()(torch.zeros(1, 9, dtype=torch.long)), ValueError, "idx[:, -8:]"),
+    ("negative token id", lambda t: lambda: model()(torch.tensor([[-1, 2]])), ValueError, "got ids -1..2"),
     # attention
-    ("attention heads not dividing", lambda: MultiHeadAttention(4, 6, 4, 0.0, num_heads=4), ValueError, "divisible by num_heads"),
-    ("attention beyond context", lambda: MultiHeadAttention(4, 4, 4, 0.0, 2)(torch.ones(1, 5, 4)), ValueError,
+    ("too many tokens", lambda t: lambda: model()(torch.zeros(1, 9, dtype=torch.long)), ValueError, "idx[:, -8:]"),
+    # attention
+    ("attention heads not dividing", lambda t: lambda: MultiHeadAttention(4, 6, 4, 0.0, num_heads=4), ValueError, "divisible by num_heads"),
+    # generation
+    ("attention beyond context", lambda t: lambda: MultiHeadAttention(4, 4, 4, 0.0, 2)(torch.ones(1, 5, 4)), ValueError,
      "5 tokens exceed the context length 4"),
     # generation
-    ("top_p 0", lambda: generate(model(), IDS, 3, 8, temperature=1.0, top_p=0.0), ValueError, "top_p must be in (0, 1]"),
-    ("context_size too large", lambda: generate(model(), torch.zeros(1, 8, dtype=torch.long), 3, 1024), ValueError,
+    ("top_p 0", lambda t: lambda: generate(model(), IDS, 3, 8, temperature=1.0, top_p=0.0), ValueError, "top_p must be in (0, 1]"),
+    ("context_size too large", lambda t: lambda: generate(model(), torch.zeros(1, 8, dtype=torch.long), 3, 1024), ValueError,
      "the KV cache already holds 8), got (1, 1): add the batch dimension with ids.unsqueeze(0), keep the last tokens with "
      "idx[:, -8:] (in generate: context_size <= 8)"),
-    ("context_size too large, no cache", lambda: generate(model(), torch.zeros(1, 8, dtype=torch.long), 3, 1024,
-                                                          use_cache=False), ValueError, "context_size <= 8"),
-    ("generate on an empty prompt", lambda: generate(model(), torch.zeros(1, 0, dtype=torch.long), 3, 8), ValueError,
+    ("generate on an empty prompt", lambda t: lambda: generate(model(), torch.zeros(1, 0, dtype=torch.long), 3, 8), ValueError,
      "with 1 to 8 tokens"),
-    ("generate ids beyond vocabulary", lambda: generate(model(), torch.tensor([[99]]), 3, 8), ValueError,
+    ("generate ids beyond vocabulary", lambda t: lambda: generate(model(), torch.tensor([[99]]), 3, 8), ValueError,
      "in the model's vocabulary 0..49"),
-    ("greedy context too large", lambda: generate_text_simple(model(), torch.zeros(1, 8, dtype=torch.long), 2, 9),
+    ("greedy context too large", lambda t: lambda: generate_text_simple(model(), torch.zeros(1, 8, dtype=torch.long), 2, 9),
      ValueError, "context_size <= 8"),
-    ("top_p_filter 1.5", lambda: top_p_filter(torch.zeros(1, 5), 1.5), ValueError, "top_p must be in (0, 1]"),
-    ("decode a batch", lambda: token_ids_to_text(torch.zeros(2, 3, dtype=torch.long), Tok()), ValueError,
+    ("top_p_filter 1.5", lambda t: lambda: top_p_filter(torch.zeros(1, 5), 1.5), ValueError, "top_p must be in (0, 1]"),
+    ("decode a batch", lambda t: lambda: token_ids_to_text(torch.zeros(2, 3, dtype=torch.long), CharTokenizer(50)), ValueError,
      "decode one row at a time"),
+    ("context_size too large, no cache", lambda t: lambda: generate(model(), torch.zeros(1, 8, dtype=torch.long), 3, 1024,
+                                                          use_cache=False), ValueError, "context_size <= 8"),
 ]
 
 
-@pytest.mark.parametrize("call, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(tmp_path, monkeypatch, call, error, fragment):
+@catalogue(CASES)
+def test_fault(tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
+    expect_fault(case, tmp_path, tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written, half or whole
 
 
