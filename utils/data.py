@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checks import END_OF_TEXT, check_int
+from .checks import END_OF_TEXT, is_int
 from .tokenizer import gpt2_tokenizer
 
 
@@ -20,10 +20,11 @@ class GPTDatasetV1(Dataset):
         self.target_ids = []
         token_ids = tokenizer.encode(txt, allowed_special={END_OF_TEXT})
         if len(token_ids) <= max_length:
-            raise ValueError(f"the text has {len(token_ids)} tokens, too few for one window of max_length={max_length} "
-                             "(needs max_length + 1): use a longer text or a smaller max_length")
-        check_int(max_length, "max_length", hint="use e.g. max_length=256")
-        check_int(stride, "stride", hint="use e.g. stride=max_length")
+            raise ValueError(f"the text has {len(token_ids)} tokens, too short for one window of max_length={max_length} "
+                             f"(needs max_length + 1 = {max_length + 1}): use a longer text or a smaller max_length")
+        for name, value, example in (("max_length", max_length, "256"), ("stride", stride, "max_length")):
+            if not is_int(value) or value < 1:  # 0 gives empty windows or a window that never moves
+                raise ValueError(f"{name} must be a positive number of tokens, got {value!r}: use e.g. {name}={example}")
         for i in range(0, len(token_ids) - max_length, stride):
             input_chunk = token_ids[i : i + max_length]
             target_chunk = token_ids[i + 1 : i + max_length + 1]
@@ -43,6 +44,7 @@ def create_dataloader_v1(txt, batch_size=4, max_length=256, stride=128, shuffle=
     dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
     dataloader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers)
     if len(dataloader) == 0:  # drop_last dropped the only, short batch
-        raise ValueError(f"the text gives only {len(dataset)} windows, fewer than batch_size={batch_size}: "
+        raise ValueError(f"the text gives only {len(dataset)} windows (max_length={max_length}, stride={stride}), fewer than "
+                         f"batch_size={batch_size}, so drop_last=True would leave an empty loader: "
                          "lower batch_size, max_length or stride, or pass drop_last=False")
     return dataloader
