@@ -15,6 +15,7 @@ from faults import catalogue, expect_fault
 from tiny import CharTokenizer, tiny_model
 
 from utils.instruct import (
+    InstructionDataset,
     generate_responses,
     load_instruction_data,
     rouge_l_f1,
@@ -113,6 +114,10 @@ CASES = [
     ("data file entry without output", data_file('[{"instruction": "a", "input": ""}]'), ValueError,
      "entry 0 has no 'output' text"),
     ("data file empty list", data_file("[]"), ValueError, "the instruction data set is empty"),
+    ("entries a string", lambda c: lambda: InstructionDataset("abc", CharTokenizer()), TypeError,
+     "must be a list of {'instruction', 'input', 'output'} dicts"),
+    ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], CharTokenizer()), ValueError,
+     "'input' must be a string"),
     ("split fractions over 1", lambda c: lambda: split_data([1, 2, 3], 0.9, 0.2), ValueError,
      "train_frac + test_frac must be at most 1"),
     ("split negative", lambda c: lambda: split_data([1, 2, 3], -0.1), ValueError, "train_frac must be a fraction"),

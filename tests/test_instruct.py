@@ -78,9 +78,13 @@ def test_bad_entry_names_its_index(bad, words, tokenizer):
     with pytest.raises(ValueError) as err:
         check_entries(data)
     assert all(w in str(err.value) for w in words)
+    with pytest.raises(ValueError, match="entry 2"):
+        InstructionDataset(data, tokenizer)
 
 
 def test_empty_data_set_is_an_error(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        InstructionDataset([], tokenizer)
     path = tmp_path / "empty.json"
     path.write_text("[]")
     with pytest.raises(ValueError, match="empty"):

@@ -102,6 +102,7 @@ class InstructionDataset(Dataset):
     """Entries pre-tokenized once: item i is the token id list of prompt + response of entry i."""
 
     def __init__(self, data, tokenizer):
+        check_entries(data)  # an entry without 'instruction' or 'output' is named by its index
         self.data = data
         self.encoded_texts = []
         for entry in data:

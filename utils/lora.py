@@ -59,7 +59,8 @@ def replace_linear_with_lora(model, rank, alpha):
     """Wrap every `nn.Linear` of `model` in place in `LinearWithLoRA(linear, rank, alpha)`, depth first (the book's order)."""
     for name, module in model.named_children():
         if hasattr(module, "lora"):  # a LinearWithLoRA (or a notebook's own): wrapping again would nest updates
-            raise ValueError("the model already has LoRA layers: wrap it once (or merge_lora(model) first)")
+            raise ValueError("the model already has LoRA layers: wrap it once (to start again, merge_lora(model) first, "
+                             "or build a fresh model)")
         if isinstance(module, nn.Linear):
             setattr(model, name, LinearWithLoRA(module, rank, alpha))  # replace the Linear with LinearWithLoRA
         else:

@@ -304,6 +304,8 @@ def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=
 
     Use the training set's `max_length` (the book's 120): the classifier learned on messages padded to it.
     """
+    if not text.strip():
+        raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
     model.eval()
     input_ids = tokenizer.encode(text)
     supported_context_length = model.pos_emb.weight.shape[0]
