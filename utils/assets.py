@@ -318,12 +318,8 @@ def remove_stale_parts(asset: Asset, folder: Path) -> list[str]:
 
 def fetch(name: str, *, progress: bool = True) -> Path:
     """Return the local path of asset `name`, downloading and verifying it first if needed."""
-    if not isinstance(name, str):
-        raise TypeError(f"fetch needs an asset name (a str such as 'the-verdict'), got {name!r}")
     if name not in ASSETS:
         raise UnknownAssetError(f"unknown asset {name!r}; known assets: {', '.join(sorted(ASSETS))}")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
     asset = ASSETS[name]
     folder = data_dir()
     target = folder / asset.filename
