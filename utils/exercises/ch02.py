@@ -23,8 +23,7 @@ def first_inputs(max_length: int, stride: int) -> torch.Tensor:
     """The inputs of the first batch of 4 windows of The Verdict, unshuffled: (4, max_length)."""
     from ..data import create_dataloader_v1
 
-    loader = create_dataloader_v1(the_verdict(), batch_size=4, max_length=max_length, stride=stride, shuffle=False,
-                                  tokenizer=tokenizer())
+    loader = create_dataloader_v1(the_verdict(), batch_size=4, max_length=max_length, stride=stride, shuffle=False)
     return next(iter(loader))[0]
 
 

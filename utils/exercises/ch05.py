@@ -129,7 +129,7 @@ def verdict_loaders():
 
     text = the_verdict()
     split = int(0.90 * len(text))
-    kwargs = {"batch_size": 2, "max_length": 256, "stride": 256, "shuffle": False, "tokenizer": tokenizer()}
+    kwargs = {"batch_size": 2, "max_length": 256, "stride": 256, "shuffle": False}
     return (create_dataloader_v1(text[:split], drop_last=True, **kwargs),
             create_dataloader_v1(text[split:], drop_last=False, **kwargs))
 
