@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Wrong, exercise, items, tensor, the_verdict, token_ids, tokenizer, whole_number
+from .core import Wrong, answer_tensor, exercise, items, the_verdict, token_ids, tokenizer, whole_number
 
 
 @exercise("2.1")
@@ -31,7 +31,7 @@ def first_inputs(max_length: int, stride: int) -> torch.Tensor:
 def loader_windows(answer):
     a, b = items(answer, "(first inputs with max_length=2, stride=2, first inputs with max_length=8, stride=2)")
     for value, (max_length, stride), name in [(a, (2, 2), "first"), (b, (8, 2), "second")]:
-        got, expected = tensor(value, f"the {name} batch"), first_inputs(max_length, stride)
+        got, expected = answer_tensor(value, f"the {name} batch"), first_inputs(max_length, stride)
         if tuple(got.shape) != tuple(expected.shape):
             raise Wrong(f"the {name} batch has shape {tuple(got.shape)}; a batch of 4 windows of max_length="
                         f"{max_length} should be (4, {max_length}). Hint: batch_size=4, and take the inputs, not the targets")

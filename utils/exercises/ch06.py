@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from .core import Wrong, count_params, exercise, items, meta_model, module, tensor, whole_number
+from .core import Wrong, answer_tensor, count_params, exercise, items, meta_model, module, whole_number
 
 
 @exercise("6.1")
@@ -51,7 +51,7 @@ def first_token_logits(answer):
         got = answer(outputs)
     except Exception as exc:  # noqa: BLE001
         raise Wrong(f"calling it on a (3, 5, 2) tensor raised {type(exc).__name__}: {exc}") from None
-    got = tensor(got, "what it returns")
+    got = answer_tensor(got, "what it returns")
     if tuple(got.shape) != (3, 2):
         raise Wrong(f"on (batch=3, num_tokens=5, classes=2) outputs it returns shape {tuple(got.shape)}, not (3, 2). "
                     "Hint: index the token axis (dim 1), keep batch and classes")

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from .core import Wrong, count_params, exercise, items, meta_model, tensor, token_ids, tokenizer, whole_number
+from .core import Wrong, answer_tensor, count_params, exercise, items, meta_model, token_ids, tokenizer, whole_number
 
 ALPACA_FULL_SIZE = 52_002  # entries in Stanford Alpaca's alpaca_data.json (exercise 7.3)
 # Two instruction entries for exercises 7.1 and 7.2 (one with an input, one without).
@@ -72,7 +72,7 @@ def instruction_masked(answer):
     except Exception as exc:  # noqa: BLE001
         raise Wrong(f"calling it on exercises.example_items() raised {type(exc).__name__}: {exc}") from None
     inputs, targets = items(got, "(inputs, targets)")
-    inputs, targets = tensor(inputs, "inputs"), tensor(targets, "targets")
+    inputs, targets = answer_tensor(inputs, "inputs"), answer_tensor(targets, "targets")
     exp_inputs, exp_targets = expected_masked(batch)
     if tuple(targets.shape) != tuple(exp_targets.shape) or not torch.equal(inputs, exp_inputs):
         raise Wrong("the inputs or the shapes differ from custom_collate_fn's: mask only the targets, pad as before")
