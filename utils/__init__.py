@@ -43,6 +43,25 @@ from .instruct import (
     rouge_l_f1,
     split_data,
 )
+from .llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    GroupedQueryAttention,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaBlock,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    compute_rope_params,
+    count_unique_parameters,
+    load_hf_weights,
+    load_pretrained,
+    rope_inv_freq,
+)
 from .lora import (
     LinearWithLoRA,
     LoRALayer,
@@ -128,4 +147,7 @@ __all__ = [
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
+    "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
+    "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
 ]
