@@ -272,3 +272,20 @@ def test_load_pretrained_folders(hf_folders, qwen_tokenizer_file, llama_tokenize
         load_pretrained(llama, device="cpu")
     with pytest.raises(ValueError, match="neither a known model"):
         load_pretrained(tmp_path / "nowhere")
+
+
+def test_fetch_checks_the_header_of_an_unhashed_safetensors_file(hf_folders, tmp_path, monkeypatch):
+    """A safetensors asset without sha256 (as Qwen3's) is refused by fetch when the file is cut short."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = (hf_folders["qwen3"] / "model.safetensors").read_bytes()
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LLM_ASSET_MIRROR", mirror.as_uri())
+    monkeypatch.setitem(assets.ASSETS, "tiny-qwen3", assets.Asset(
+        filename="tiny-qwen3.safetensors", urls=("http://127.0.0.1:9/tiny-qwen3.safetensors",), sha256=None, size=None, description="tiny Qwen3"))
+    (mirror / "tiny-qwen3.safetensors").write_bytes(data[:-10])
+    with pytest.raises(AssetUnavailable, match="not a complete safetensors file"):
+        assets.fetch("tiny-qwen3", progress=False)
+    assert not (tmp_path / "data" / "tiny-qwen3.safetensors").exists()
+    (mirror / "tiny-qwen3.safetensors").write_bytes(data)
+    assert assets.fetch("tiny-qwen3", progress=False).read_bytes() == data
