@@ -160,6 +160,15 @@ def test_unsupported_config_field_named(hf_folders):
         llama_config_from_hf({**hf, "attention_bias": True})
     with pytest.raises(ValueError, match=r"config\['n_heads'\] \(4\) must be a multiple of config\['n_kv_heads'\]"):
         LlamaModel({**llama_config_from_hf(hf), "n_kv_heads": 3})
+    with pytest.raises(ValueError, match=r"lacks \['hidden_size'\]"):
+        llama_config_from_hf({k: v for k, v in hf.items() if k != "hidden_size"})
+
+
+def test_bad_config_json_named(hf_folders, tmp_path):
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    (folder / "config.json").write_text('{"model_type": "qwen3", ')
+    with pytest.raises(ValueError, match="config.json is not JSON"):
+        load_pretrained(folder, device="cpu")
 
 
 def test_qwen3_offline_raises_asset_unavailable(monkeypatch, tmp_path):

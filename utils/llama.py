@@ -264,10 +264,29 @@ def hf_name(name: str) -> str:
     return name
 
 
+_HF_REQUIRED = ("vocab_size", "max_position_embeddings", "hidden_size", "num_attention_heads", "num_hidden_layers",
+                "intermediate_size", "rms_norm_eps")
+
+
+def read_hf_config(path) -> dict:
+    """The dict in a Hugging Face `config.json`; ValueError naming the file when it is not a JSON object."""
+    path = check_file(path, "config.json", "is it a Hugging Face model folder?")
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path.name} is not JSON ({exc}): download it again") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path.name} holds a {type(hf).__name__}, not a model config: download it again")
+    return hf
+
+
 def llama_config_from_hf(hf: dict, what: str = "config.json") -> dict:
     """Our config dict from a Hugging Face `config.json` of a Llama or Qwen3 model; ValueError naming the field."""
     if hf.get("model_type") not in ("llama", "qwen3"):
         raise ValueError(f"{what}: model_type {hf.get('model_type')!r} is not supported: this loads 'llama' and 'qwen3'")
+    missing = [key for key in _HF_REQUIRED if key not in hf]
+    if missing:
+        raise ValueError(f"{what} lacks {missing}: is it the complete config.json of the model?")
     for key, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
         if hf.get(key, ok) != ok:
             raise ValueError(f"{what}: {key}={hf[key]!r} is not supported (the model is built with {key}={ok!r})")
@@ -492,13 +511,12 @@ def load_pretrained(name_or_folder, device=None):
     dtype = torch.bfloat16 if bf16_support(device)[0] else torch.float32
     if name_or_folder in PRETRAINED:
         config_path, weights_path, tokenizer_path = (fetch(asset) for asset in PRETRAINED[name_or_folder])
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-        weights = [weights_path]
+        hf, weights = read_hf_config(config_path), [weights_path]
     else:
         folder = Path(name_or_folder)
         if not folder.is_dir():
             raise ValueError(f"{name_or_folder!r} is neither a known model ({', '.join(PRETRAINED)}) nor a folder")
-        hf = json.loads(check_file(folder / "config.json", "config.json", "is it a Hugging Face model folder?").read_text())
+        hf = read_hf_config(folder / "config.json")
         llama_config_from_hf(hf)  # an unsupported model is named before any file is looked for
         weights, tokenizer_path = _folder_files(folder, hf["model_type"])
     cfg = llama_config_from_hf(hf)
