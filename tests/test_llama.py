@@ -298,3 +298,15 @@ def test_fetch_checks_the_header_of_an_unhashed_safetensors_file(hf_folders, tmp
     assert not (tmp_path / "data" / "tiny-qwen3.safetensors").exists()
     (mirror / "tiny-qwen3.safetensors").write_bytes(data)
     assert assets.fetch("tiny-qwen3", progress=False).read_bytes() == data
+
+
+def test_bfloat16_load_keeps_the_tie(hf_folders):
+    """A float32 file loaded in bfloat16: every parameter converted, the tied head still one tensor, logits close."""
+    folder = hf_folders["llama"]
+    cfg = llama_config_from_hf(json.loads((folder / "config.json").read_text()))
+    half = load_hf_weights(cfg, folder / "model.safetensors", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.out_head.weight is half.tok_emb.weight
+    idx = torch.randint(0, TINY["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(half(idx).float(), _ours(folder)(idx), atol=0.1, rtol=0.05)
