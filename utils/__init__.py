@@ -54,6 +54,25 @@ from .judge import (
     ollama_url,
     query_ollama,
 )
+from .llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    GroupedQueryAttention,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaBlock,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    compute_rope_params,
+    count_unique_parameters,
+    load_hf_weights,
+    load_pretrained,
+    rope_inv_freq,
+)
 from .lora import (
     LinearWithLoRA,
     LoRALayer,
@@ -133,4 +152,7 @@ __all__ = [
     "CheckpointError", "read_checkpoint",
     "Checkpointer", "TrainingRun",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
+    "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
+    "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
 ]
