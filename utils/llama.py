@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .assets import AssetError, fetch
-from .checks import check_file, is_int
+from .checks import check_file, check_token_ids, is_int
 from .device import bf16_support, get_device
 
 LLAMA32_1B = {
@@ -221,14 +221,9 @@ class LlamaModel(nn.Module):
             block.att.reset_cache()
 
     def forward(self, in_idx, use_cache=False):
-        from .model import check_token_ids
-
-        check_token_ids(in_idx, self.cfg["vocab_size"])
         start = self.current_pos if use_cache else 0
+        check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"], cached=start)
         end = start + in_idx.shape[1]
-        if end > self.cfg["context_length"]:
-            raise ValueError(f"{end} tokens exceed the model's context length {self.cfg['context_length']}: "
-                             "keep only the last context_length tokens, or call reset_kv_cache()")
         self.current_pos = end if use_cache else self.current_pos
         positions = torch.arange(start, end, device=in_idx.device)
         cos, sin = compute_rope_params(self.cfg["head_dim"], self.cfg["rope_base"], positions, self.cfg["rope_scaling"])
