@@ -372,6 +372,35 @@ def answers_a_4():
     return right, wrongs
 
 
+def answers_8_1():
+    gqa = 2 * 28 * 8 * 128 * 2  # keys + values, layers, KV heads, head_dim, bytes (bfloat16)
+    return (gqa, 2 * gqa), [(gqa // 2, 2 * gqa), (gqa, gqa), (2 * gqa, gqa)]
+
+
+def answers_8_2():
+    from utils.llama import QWEN3_06B, LlamaModel, count_unique_parameters
+
+    with torch.device("meta"):
+        untied = LlamaModel({**QWEN3_06B, "tie_embeddings": False})
+    unique = count_unique_parameters(untied)[1]
+    share = 2 * 151_936 * 1024 / unique
+    return (unique, share), [(unique - 151_936 * 1024, share), (unique, share / 2), (unique + 1, share)]
+
+
+def answers_8_3():
+    def rms_norm(x, weight, eps):
+        return weight * x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+    def layer_norm(x, weight, eps):
+        return weight * torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+
+    return rms_norm, [layer_norm, lambda x, weight, eps: x, lambda x, weight, eps: x.sum(), "rms_norm"]
+
+
+def answers_8_4():
+    return (14, 15, 3), [(15, 14, 3), (14, 15, 2), (32, 0, 0)]
+
+
 ANSWERS = {name.removeprefix("answers_").replace("_", ".").upper(): f for name, f in dict(globals()).items()
            if name.startswith("answers_")}
 
