@@ -15,8 +15,9 @@ def unknown_word_ids(answer):
         return "tiktoken splits the unknown word into known pieces, so nothing is ever out of vocabulary"
     if len(ids) != len(expected):
         raise Wrong(f"{len(ids)} ids, but 'Akwirw ier' encodes to a different number of tokens. "
-                    "Hint: encode the whole string, space included, with gpt2_tokenizer().encode")
-    raise Wrong("the right number of ids, but not the right ids. Hint: gpt2_tokenizer().encode('Akwirw ier')")
+                    "Hint: the space is part of the text too: encode the whole string at once")
+    raise Wrong("the right number of ids, but not the right ids. Hint: GPT-2's BPE encoding, not a vocabulary "
+                "of your own")
 
 
 def first_inputs(max_length: int, stride: int) -> torch.Tensor:
@@ -51,9 +52,9 @@ def vocabulary_sizes(answer):
     exp_words, exp_bpe = len(build_vocab(text)), len(set(tokenizer().encode(text)))
     if words != exp_words:
         hint = ("the special tokens are not words of the text" if words == exp_words + 2 else
-                "count distinct words and punctuation marks (build_vocab or set(split_text(text))), not all of them")
+                "a vocabulary holds each distinct word or punctuation mark once, however often it occurs")
         raise Wrong(f"the word vocabulary size is off. Hint: {hint}")
     if bpe != exp_bpe:
-        raise Wrong("the number of distinct BPE ids is off. Hint: len(set(tokenizer.encode(text))), "
-                    "distinct ids, not the length of the encoded text")
+        raise Wrong("the number of distinct BPE ids is off. Hint: count each id once, not the length of the "
+                    "encoded text")
     return "a word vocabulary grows with every new text; BPE's stays at 50,257 pieces and spells any word"

@@ -37,8 +37,9 @@ def phi3_format(answer):
             raise Wrong("that is still the Alpaca style; the Phi-3 style starts with '<|user|>' and a newline")
         if got != phi3_prompt(entry):
             which = "with" if entry["input"] else "without"
-            raise Wrong(f"the prompt for an entry {which} an input is not the Phi-3 style asked for. Hint: "
-                        "'<|user|>\\n' + instruction, then '\\n' + input only when there is one; no trailing newline")
+            raise Wrong(f"the prompt for an entry {which} an input is not the Phi-3 style asked for. Hint: compare "
+                        "it with the statement's example character by character: the newlines, and the input line "
+                        "only when there is an input")
     return "shorter prompts: fewer tokens per entry, so training is a little faster"
 
 
@@ -77,10 +78,10 @@ def instruction_masked(answer):
     if tuple(targets.shape) != tuple(exp_targets.shape) or not torch.equal(inputs, exp_inputs):
         raise Wrong("the inputs or the shapes differ from custom_collate_fn's: mask only the targets, pad as before")
     if torch.equal(targets, custom_collate_fn([ids for _, ids in batch])[1]):
-        raise Wrong("no prompt target is masked yet. Hint: set the targets of the prompt's positions to -100")
+        raise Wrong("no prompt target is masked yet. Hint: the loss skips every target equal to the ignore index")
     if not torch.equal(targets, exp_targets):
-        raise Wrong("the masked positions are off by some. Hint: targets are shifted by one, so masking the prompt's "
-                    "n tokens means the first n - 1 targets; the response's first token stays")
+        raise Wrong("the masked positions are off by some. Hint: target t is the token at position t + 1. Which "
+                    "targets predict a prompt token, and which one predicts the response's first token?")
     return "the loss now counts only the response (and the end-of-text token)"
 
 
@@ -142,7 +143,9 @@ def loss_positions(answer):
     if count == expected:
         return "every real token and one end-of-text token per entry count; the rest of the padding does not"
     if count == targets.numel():
-        raise Wrong("that counts every target, padding included. Hint: (targets != -100).sum()")
+        raise Wrong("that counts every target, padding included. Hint: the collate function marks the targets "
+                    "the loss skips")
     if count == expected - len(batch):
         raise Wrong("the end-of-text token right after each response counts too: the model must learn to stop")
-    raise Wrong("the count is off. Hint: inputs, targets = custom_collate_fn(batch); (targets != -100).sum()")
+    raise Wrong("the count is off. Hint: collate the batch as the chapter does and count the targets the loss "
+                "does not skip")
