@@ -50,7 +50,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import conftest  # noqa: F401  (offline tiktoken cache and asset mirror when ../shared is there)
+    from tools.offline import use_shared_data
+
+    use_shared_data()  # offline tiktoken cache and asset mirror when ../shared is there
     from utils.assets import data_dir
     from utils.corpus import build_token_file, write_series_corpus
 

@@ -34,22 +34,43 @@ from .generate import (
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
-    OllamaError,
-    OllamaModelMissing,
-    OllamaTimeout,
-    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
-    judge_scores,
     lcs_length,
     load_instruction_data,
+    rouge_l_f1,
+    split_data,
+)
+from .judge import (
+    OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
+    judge_scores,
     ollama_reachable,
     ollama_url,
     query_ollama,
-    rouge_l_f1,
-    split_data,
+)
+from .llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    GroupedQueryAttention,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaBlock,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    compute_rope_params,
+    count_unique_parameters,
+    load_hf_weights,
+    load_pretrained,
+    rope_inv_freq,
 )
 from .lora import (
     LinearWithLoRA,
@@ -129,4 +150,7 @@ __all__ = [
     "CheckpointError", "read_checkpoint",
     "TrainingExtras", "check_finite",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
+    "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
+    "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
 ]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import numbers
-import os
 import warnings
 from pathlib import Path
 
@@ -21,34 +19,22 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from .checks import check_int, check_loader, check_training_args
+from .checks import atomic_write, check_file, check_int, check_loader, check_training_args
 from .extras import check_finite
 from .train import calc_loss_loader, evaluate_model
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
-END_OF_TEXT = "<|endoftext|>"
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _read_text(path, hint: str) -> str:
-    """The UTF-8 text of `path`; a decoding error names the file and the line."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"there is no file at {path}: {hint}")
-    data = Path(path).read_bytes()
+    """The UTF-8 text of `path`; a missing file says `hint`, a decoding error names the line."""
+    data = check_file(path, "file", hint).read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start:exc.start + 1]!r}): save the file as UTF-8, "
-            f"or fix that line. {hint}"
-        ) from None
+        raise ValueError(f"{path}, line {line}: not UTF-8 text: save the file as UTF-8, or fix that line. {hint}") from None
 
 
 # --- reading, balancing and splitting the data -------------------------------------------------------
@@ -83,8 +69,6 @@ def create_balanced_dataset(rows, seed: int = 123) -> list[tuple[int, str]]:
     Samples exactly as the book's pandas code `df.sample(n, random_state=seed)` does: the first n entries
     of numpy's legacy `RandomState(seed).permutation` (pandas calls `RandomState.choice`, which does that).
     """
-    if not _is_int(seed):
-        raise TypeError(f"seed must be a whole number (the book uses 123), got {seed!r}")
     for i, row in enumerate(rows):
         if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in LABELS and isinstance(row[1], str)):
             raise ValueError(f"row {i} is {row!r:.80}: expected a ('ham' or 'spam', message) pair, as read_sms_spam returns")
@@ -112,8 +96,6 @@ def random_split(rows, train_frac: float = 0.7, validation_frac: float = 0.1, se
 
 def write_split_csv(rows, path) -> Path:
     """Write `(label, text)` rows to a CSV file with the header `Label,Text` (as the book's `to_csv`), atomically."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
     for i, row in enumerate(rows):
         if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in (0, 1) and not isinstance(row[0], float)
                 and isinstance(row[1], str)):
@@ -121,15 +103,10 @@ def write_split_csv(rows, path) -> Path:
                              "create_balanced_dataset returns")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(CSV_HEADER)
-            writer.writerows([int(label), text] for label, text in rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows([int(label), text] for label, text in rows)
     return path
 
 
@@ -169,22 +146,7 @@ class SpamDataset(Dataset):
     """
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, context_length=None):
-        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
-            raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
-        if max_length is not None and (not _is_int(max_length) or max_length < 1):
-            raise ValueError(f"max_length must be at least 1 (a whole number) or None (pad to the longest), got {max_length!r}")
-        if not _is_int(pad_token_id) or pad_token_id < 0:
-            raise ValueError(f"pad_token_id must be a token id (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
-        if context_length is not None and (not _is_int(context_length) or context_length < 1):
-            raise ValueError(f"context_length must be a whole number >= 1 or None, got {context_length!r}")
         self.labels, self.texts = read_split_csv(csv_file)
-        for i, text in enumerate(self.texts):
-            if END_OF_TEXT in text:
-                raise ValueError(
-                    f"{csv_file}, line {i + 2}: the message contains the literal text {END_OF_TEXT}, GPT-2's "
-                    "end-of-text marker, which the tokenizer refuses inside text: remove it from that row "
-                    "(or replace it, e.g. by <endoftext>) and write the file again"
-                )
         self.encoded_texts = [tokenizer.encode(text) for text in self.texts]
         if max_length is None:
             self.max_length = self._longest_encoded_length()
@@ -192,22 +154,18 @@ class SpamDataset(Dataset):
             self.max_length = max_length
             too_long = sum(len(ids) > max_length for ids in self.encoded_texts)
             if too_long:
-                warnings.warn(
-                    f"{too_long} of {len(self.encoded_texts)} messages in {Path(csv_file).name} are longer than "
-                    f"max_length={max_length} tokens and were truncated to their first {max_length} tokens",
-                    stacklevel=2,
-                )
-            self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]
+                warnings.warn(f"{too_long} of {len(self.encoded_texts)} messages in {Path(csv_file).name} are longer than "
+                              f"max_length={max_length} tokens and were truncated to their first {max_length} tokens", stacklevel=2)
+            self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]  # truncate longer messages
         if context_length is not None and self.max_length > context_length:
-            raise ValueError(
-                f"max_length={self.max_length} tokens exceeds the model's context length {context_length}: "
-                f"pass max_length={context_length} (longer messages are then truncated)"
-            )
+            raise ValueError(f"max_length={self.max_length} tokens exceeds the model's context length {context_length}: "
+                             f"pass max_length={context_length} (longer messages are then truncated)")
         self.encoded_texts = [ids + [pad_token_id] * (self.max_length - len(ids)) for ids in self.encoded_texts]
 
     def __getitem__(self, index):
-        encoded = torch.tensor(self.encoded_texts[index], dtype=torch.long)  # (max_length,)
-        return encoded, torch.tensor(self.labels[index], dtype=torch.long)
+        encoded = self.encoded_texts[index]  # (max_length,) token ids
+        label = self.labels[index]
+        return torch.tensor(encoded, dtype=torch.long), torch.tensor(label, dtype=torch.long)
 
     def __len__(self):
         return len(self.labels)
@@ -225,12 +183,8 @@ def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
     The new head's weights come from torch's random generator: call `torch.manual_seed(123)` first to match
     the book. Returns the same model, now mapping `(batch, num_tokens)` to `(batch, num_tokens, num_classes)`.
     """
-    if not hasattr(model, "out_head") or not hasattr(model, "trf_blocks"):
-        raise TypeError(f"prepare_classifier needs a GPTModel (with out_head and trf_blocks), got {type(model).__name__}")
-    if not _is_int(num_classes) or num_classes < 2:
-        raise ValueError(f"num_classes must be a whole number >= 2 (spam / not spam: 2), got {num_classes!r}")
-    if not _is_int(trainable_blocks) or not 0 <= trainable_blocks <= len(model.trf_blocks):
-        raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)}, got {trainable_blocks}")
+    if not 0 <= trainable_blocks <= len(model.trf_blocks):
+        raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)} (the model's blocks), got {trainable_blocks}")
     for param in model.parameters():
         param.requires_grad = False
     model.out_head = nn.Linear(model.out_head.in_features, num_classes)  # new parameters are trainable
@@ -240,11 +194,6 @@ def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
     for param in model.final_norm.parameters():
         param.requires_grad = True
     return model
-
-
-def _check_loader(data_loader):
-    if len(data_loader) == 0:
-        raise ValueError("the data loader is empty: use a smaller batch_size, more data, or drop_last=False")
 
 
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
@@ -334,60 +283,29 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
-def _head_outputs(head) -> int | None:
-    """Number of outputs of an output head: an nn.Linear, or a wrapper holding one (`.linear`, e.g. LoRA)."""
-    for module in (head, getattr(head, "linear", None)):
-        if isinstance(module, nn.Linear):
-            return module.out_features
-    weight = getattr(head, "weight", None)
-    return weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
-
-
 def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
     """'spam' or 'not spam' for one message, padded (or truncated, with a warning) to `max_length` tokens.
 
     Use the training set's `max_length` (the book's 120): the classifier learned on messages padded to it.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not text.strip():
         raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
-    outputs = _head_outputs(getattr(model, "out_head", None))
-    if outputs is None or not hasattr(model, "pos_emb"):
-        raise TypeError(f"classify_text needs a GPTModel with a classification head, got {type(model).__name__}")
-    if outputs != 2:
-        raise ValueError(
-            f"the model's output head has {outputs} outputs, not the 2 classes (not spam, spam): call "
-            "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text"
-        )
-    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
-        raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
-    if END_OF_TEXT in text:
-        raise ValueError(f"the message contains the literal text {END_OF_TEXT} (GPT-2's end-of-text marker): "
-                         "remove it from the message")
-    if max_length is not None and (not _is_int(max_length) or max_length < 1):
-        raise ValueError(f"max_length must be a whole number >= 1 (the training set's, e.g. 120), got {max_length!r}")
-    if not _is_int(pad_token_id) or not 0 <= pad_token_id < model.tok_emb.num_embeddings:
-        raise ValueError(f"pad_token_id must be a token id of the model (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
-    context_length = model.pos_emb.weight.shape[0]
-    if max_length is None:
-        max_length = context_length
-    if max_length > context_length:
-        raise ValueError(
-            f"max_length={max_length} exceeds the model's context length {context_length}: "
-            f"use the training set's max_length (at most {context_length})"
-        )
-    input_ids = tokenizer.encode(text)
-    if len(input_ids) > max_length:
-        warnings.warn(
-            f"the message is {len(input_ids)} tokens long; only its first {max_length} tokens are classified",
-            stacklevel=2,
-        )
-        input_ids = input_ids[:max_length]
-    input_ids = input_ids + [pad_token_id] * (max_length - len(input_ids))
     model.eval()
+    input_ids = tokenizer.encode(text)
+    supported_context_length = model.pos_emb.weight.shape[0]
+    max_length = supported_context_length if max_length is None else max_length
+    if len(input_ids) > max_length:
+        warnings.warn(f"the message is {len(input_ids)} tokens long; only its first {max_length} tokens are classified", stacklevel=2)
+    input_ids = input_ids[:max_length]  # truncate a longer message
+    input_ids += [pad_token_id] * (max_length - len(input_ids))  # pad to the training length
     input_tensor = torch.tensor(input_ids, device=device).unsqueeze(0)  # (1, max_length)
     with torch.no_grad():
         logits = model(input_tensor)[:, -1, :]  # (1, num_classes)
-    return "spam" if torch.argmax(logits, dim=-1).item() == 1 else "not spam"
+    if logits.shape[-1] != 2:
+        raise ValueError(f"the model's output head has {logits.shape[-1]} outputs, not the 2 classes (not spam, spam): call "
+                         "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text")
+    predicted_label = torch.argmax(logits, dim=-1).item()
+    return "spam" if predicted_label == 1 else "not spam"
 
 
 # --- same training, less work: run the frozen blocks once ----------------------------------------------
@@ -462,10 +380,6 @@ def compute_frozen_hidden(model, dataset, num_frozen=None, batch_size=32, progre
     (`batch_size` only sets how many messages go through at once; 32 uses a CPU better than 8.)
     """
     num_frozen = num_frozen_blocks(model) if num_frozen is None else num_frozen
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if not _is_int(num_frozen) or not 0 <= num_frozen <= len(model.trf_blocks):
-        raise ValueError(f"num_frozen must be between 0 and {len(model.trf_blocks)}, got {num_frozen!r}")
     frozen = [model.tok_emb, model.pos_emb, *list(model.trf_blocks)[:num_frozen]]
     if any(p.requires_grad for m in frozen for p in m.parameters()):
         raise ValueError("the embeddings and the first num_frozen blocks must be frozen (requires_grad=False)")
