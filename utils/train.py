@@ -89,7 +89,7 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     # Initialize lists to track losses and tokens seen
     train_losses, val_losses, track_tokens_seen = [], [], []
     tokens_seen, global_step = 0, -1
-    if extras:  # resuming: the checkpoint's weights, optimizer state, lists and counters
+    if extras:  # the extras begin (resuming: the checkpoint's weights, optimizer state, lists and counters)
         tokens_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, train_losses=train_losses,
                                                 val_losses=val_losses, track_tokens_seen=track_tokens_seen)
 
