@@ -205,3 +205,11 @@ def test_perplexity_of_a_diverged_loss_is_infinite():
 
     assert perplexity(800.0) == float("inf") and perplexity(torch.tensor(float("inf"))) == float("inf")
     assert perplexity(0.0) == 1.0
+
+
+def test_log_every_prints_only_every_nth_evaluation_and_keeps_them_all(capsys):
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    train_losses, _, _ = train(model, optimizer, train_loader, val_loader, log_every=4)  # evaluations at 0, 2, 4
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert len(train_losses) == 3 and printed == ["Ep 1 (Step 000000)", "Ep 2 (Step 000004)"]
