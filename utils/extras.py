@@ -104,14 +104,15 @@ class TrainingExtras:
         return self.log_every is None or global_step % self.log_every == 0
 
     def after_step(self, global_step: int, tokens_seen: int) -> bool:
-        """After each step: a checkpoint when due (and at the end, or at `max_steps`); True when `max_steps` is reached."""
+        """After each step: a checkpoint when due (and at the end, or at `max_steps`); True when `max_steps` is reached
+        before the epoch's last batch (the loop breaks; at the last batch it ends by itself, and the bar shows all)."""
         self.step, self.tokens_seen, self.batches_done = global_step + 1, tokens_seen, self.batches_done + 1
         self.stopped = self.max_steps is not None and self.step >= self.max_steps
         if self.stopped or self.step == self.total or (self.every and global_step % self.every == 0):
             self.save()
         if self.stopped or self.step == self.total:
             self.remove_hooks()
-        return self.stopped
+        return self.stopped and self.batches_done < len(self.loader)
 
     # --- saving and resuming ------------------------------------------------------------------------------
 

@@ -381,7 +381,7 @@ class _RankZeroExtras(TrainingExtras):
             if self.ranks.main:
                 print(f"\ninterrupted: saved step {self.step} to {self.path.name}; continue with --resume")
             raise KeyboardInterrupt(f"interrupted after step {self.step}")
-        if stopped or self.step == self.total:
+        if self.stopped or self.step == self.total:
             self.interrupt.restore()
         return stopped
 
