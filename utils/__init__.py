@@ -18,6 +18,7 @@ from .device import bf16_support, get_device
 from .generate import (
     generate,
     generate_text_simple,
+    sample_next_token,
     text_to_token_ids,
     token_ids_to_text,
     top_k_filter,
@@ -112,7 +113,7 @@ __all__ = [
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
     "GPTDatasetV1", "create_dataloader_v1", "bf16_support",
-    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
+    "generate", "generate_text_simple", "sample_next_token", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
     "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
     "replace_linear_with_lora", "save_lora",

@@ -103,6 +103,19 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
 
 
+def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None):
+    """`logits` `(batch, vocab_size)` -> next token ids `(batch, 1)`: greedy at temperature 0, else filtered sampling."""
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if temperature > 0.0:
+        logits = logits / temperature
+        if top_p is not None:
+            logits = top_p_filter(logits, top_p)
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, num_samples=1)  # (batch, 1)
+    return torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
+
+
 def generate(
     model,
     idx,
@@ -147,16 +160,7 @@ def generate(
                     logits = model(new, use_cache=True)[:, -1, :]
                 else:
                     logits = model(idx[:, -context_size:])[:, -1, :]
-            if top_k is not None:
-                logits = top_k_filter(logits, top_k)
-            if temperature > 0.0:
-                logits = logits / temperature
-                if top_p is not None:
-                    logits = top_p_filter(logits, top_p)
-                probs = torch.softmax(logits, dim=-1)
-                idx_next = torch.multinomial(probs, num_samples=1)  # (batch, 1)
-            else:
-                idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
+            idx_next = sample_next_token(logits, temperature, top_k, top_p)  # (batch, 1)
             if eos_id is not None:
                 if idx.shape[0] == 1 and idx_next.item() == eos_id:
                     break  # the book's behaviour: stop before appending <|endoftext|>
