@@ -301,7 +301,8 @@ class Chat:
 
 
 def load_chat_checkpoint(path, device="cpu"):
-    """(model, template) from a `save_checkpoint` file of chapter 7 or 9 (GPT-2 tokenizer unless it names another)."""
+    """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9 (GPT-2's tokenizer unless it names
+    another)."""
     from .corpus import get_tokenizer
     from .model import GPTModel
     from .train import read_checkpoint
@@ -316,25 +317,26 @@ def load_chat_checkpoint(path, device="cpu"):
         raise ValueError(f"{path} holds no model config: save it with save_checkpoint(path, model, config=cfg)")
     model = GPTModel(payload["config"])
     model.load_state_dict(payload["model_state_dict"])
-    return model.to(device).eval(), AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
+    template = AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
+    return model.to(device).eval(), template, payload["config"]
 
 
 def chat_model_or_fallback(checkpoints, fallback_config, device="cpu"):
-    """(model, template, source): the first of `checkpoints` that exists, else a random GPTModel(`fallback_config`)
-    (seed 123) with GPT-2's tokenizer; one line says which."""
+    """(model, template, config, source): the first of `checkpoints` that exists, else a random
+    GPTModel(`fallback_config`) (seed 123) with GPT-2's tokenizer; one line says which."""
     from .model import GPTModel
     from .tokenizer import gpt2_tokenizer
 
     for path in checkpoints:
         if Path(path).is_file():
-            model, template = load_chat_checkpoint(path, device)
-            print(f"model: {Path(path).name}")
-            return model, template, Path(path).name
+            model, template, config = load_chat_checkpoint(path, device)
+            print(f"model: data/{Path(path).name}")
+            return model, template, config, Path(path).name
     torch.manual_seed(123)
     model = GPTModel(fallback_config).to(device).eval()
-    names = ", ".join(Path(p).name for p in checkpoints)
-    print(f"model: random weights (none of {names} exists yet: chapters 7 and 5 write them)")
-    return model, AlpacaChatTemplate(gpt2_tokenizer()), "random weights"
+    names = " or ".join(f"data/{Path(p).name}" for p in checkpoints)
+    print("model: random weights (seed 123)" + (f": there is no {names} yet (chapters 7 and 5 write them)" if names else ""))
+    return model, AlpacaChatTemplate(gpt2_tokenizer()), dict(fallback_config), "random weights"
 
 
 def model_context_length(model) -> int:
@@ -449,7 +451,7 @@ def load_for_terminal(args):
 
     device = args.device or get_device()
     if args.checkpoint:
-        model, template = load_chat_checkpoint(args.checkpoint, device)
+        model, template, _ = load_chat_checkpoint(args.checkpoint, device)
     else:
         from .llama import load_pretrained  # Llama 3.2 / Qwen3 and their own chat templates (chapter 8)
 
