@@ -364,9 +364,11 @@ class ChatWidget:
         self.message = w.Text(placeholder="Type a message and press Send", layout=w.Layout(width="60%"))
         self.send_button, self.stop_button = w.Button(description="Send", button_style="primary"), w.Button(description="Stop")
         self.new_button = w.Button(description="New chat")
-        self.show_prompt = w.Checkbox(value=False, description="show the prompt the model received")
+        self.show_prompt = w.Checkbox(value=False, description="show the prompt the model received", indent=False)
         self.prompt_view = w.Textarea(value="", layout=w.Layout(width="100%", height="160px", display="none"), disabled=True)
         self.status = w.Label(value="")
+        for widget, name in [(self.transcript, "transcript"), (self.prompt_view, "prompt"), (self.status, "status")]:
+            widget.add_class(f"chat-{name}")  # names a browser test (or your CSS) can find
         self.send_button.on_click(lambda _: self.on_send())
         self.stop_button.on_click(lambda _: self.stop.set())
         self.new_button.on_click(lambda _: self.on_new())

@@ -207,6 +207,10 @@ def start_lab(root: Path, tmp: Path, port: int, token: str, log) -> subprocess.P
 
 
 # JavaScript run in the page (through window.jupyterapp, exposed by --LabApp.expose_app_in_browser).
+# The notebook's panel: the shell's current widget, or (JupyterLab 4.6 in a headless browser, where no widget has
+# focus and currentWidget is null) the main-area widget with a kernel session.
+NOTEBOOK_PANEL = ("(window.jupyterapp.shell.currentWidget"
+                  " || Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.sessionContext))")
 JS_NOTEBOOK_READY = """
 const dialog = document.querySelector('.jp-Dialog');
 if (dialog && /Select Kernel/.test(dialog.textContent)) {  // a notebook without kernelspec metadata asks first
@@ -215,16 +219,17 @@ if (dialog && /Select Kernel/.test(dialog.textContent)) {  // a notebook without
   return null;
 }
 const app = window.jupyterapp;
-const w = app && app.shell.currentWidget;
+const w = app && NOTEBOOK_PANEL;
+if (w && app.shell.currentWidget !== w) app.shell.activateById(w.id);  // headless Chromium has no focus to set it
 if (!w || !w.content || !w.sessionContext || !w.context.isReady) return null;
 const kernel = w.sessionContext.session && w.sessionContext.session.kernel;
 const cells = document.querySelectorAll('.jp-Notebook .jp-Cell').length;
 return kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected' && cells > 0 ? cells : null;
-"""
+""".replace("NOTEBOOK_PANEL", NOTEBOOK_PANEL)
 JS_CLEAR_ALL = "window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs'); return true;"
 JS_RUN_ALL = "window.jupyterapp.commands.execute('notebook:run-all-cells'); return true;"
 JS_STATE = """
-const w = window.jupyterapp.shell.currentWidget;
+const w = NOTEBOOK_PANEL;
 const out = {kernel: w.sessionContext.session.kernel.status, code: 0, executed: 0, running: 0, queued: 0,
              errors: [], texts: [], images: 0};
 w.content.widgets.forEach((cell, i) => {
@@ -249,7 +254,7 @@ w.content.widgets.forEach((cell, i) => {
   }
 });
 return out;
-"""
+""".replace("NOTEBOOK_PANEL", NOTEBOOK_PANEL)
 JS_SCROLL_TO_FIRST_FIGURE = """
 const img = document.querySelector('.jp-Notebook .jp-OutputArea-output img');
 if (img) img.scrollIntoView({block: 'center'});
@@ -320,7 +325,7 @@ def notebook_in_lab(notebook: Path, screenshot: Path, budget: float = TEST_BUDGE
         timings["started_s"] = time.monotonic() - t0
 
         driver.get(f"{base}/lab/tree/notebooks/{notebook.name}?reset&token={token}")
-        deadline.wait_for("the notebook to open with an idle kernel", lambda: driver.js(JS_NOTEBOOK_READY), 60)
+        deadline.wait_for("the notebook to open with an idle kernel", lambda: driver.js(JS_NOTEBOOK_READY), 120)
         timings["opened_s"] = time.monotonic() - t0
         yield Lab(driver, deadline, timings, t0)
     except BaseException:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from browserlab import ROOT, SCREENSHOTS, needs_chromium, notebook_in_lab
+from browserlab import NOTEBOOK_PANEL, ROOT, SCREENSHOTS, needs_chromium, notebook_in_lab
 
 pytestmark = needs_chromium
 
@@ -21,19 +21,18 @@ _forward = model.forward
 model.forward = lambda *args, **kwargs: (_time.sleep(0.15), _forward(*args, **kwargs))[1]
 """
 JS_EXECUTE = """
-const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+const kernel = NOTEBOOK_PANEL.sessionContext.session.kernel;
 window.__executed = false;
 kernel.requestExecute({code: arguments[0]}).done.then(() => { window.__executed = true; });
 return true;
-"""
+""".replace("NOTEBOOK_PANEL", NOTEBOOK_PANEL)
 JS_WIDGET = """
 const box = [...document.querySelectorAll('.jp-OutputArea-output .widget-vbox')].find(
   b => [...b.querySelectorAll('button')].some(x => x.textContent.trim() === 'New chat'));
 if (!box) return null;
-const areas = box.querySelectorAll('textarea');
-const status = box.querySelector('.widget-label');
-return {transcript: areas[0].value, prompt: areas[1].value, promptShown: areas[1].offsetParent !== null,
-        status: status ? status.textContent : ''};
+const transcript = box.querySelector('.chat-transcript textarea'), prompt = box.querySelector('.chat-prompt textarea');
+return {transcript: transcript.value, prompt: prompt.value, promptShown: prompt.offsetParent !== null,
+        status: box.querySelector('.chat-status').textContent};
 """
 JS_TYPE = """
 const box = [...document.querySelectorAll('.jp-OutputArea-output .widget-vbox')].pop();
