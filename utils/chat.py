@@ -419,8 +419,9 @@ class ChatWidget:
 # --- the chat in a terminal: python -m utils.chat ---------------------------------------------------------------------
 
 
-def terminal_chat(chat, read=input, write=None):
+def terminal_chat(chat, read=None, write=None):
     """The chat loop of `python -m utils.chat`: /reset starts over, /quit (or Ctrl-D) leaves, Ctrl-C stops a reply."""
+    read = read or input
     write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
     write("Chat: type a message. /reset starts a new conversation, /quit leaves; Ctrl-C stops a reply.\n")
     while True:
