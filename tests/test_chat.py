@@ -90,6 +90,11 @@ def test_every_assistant_turn_ends_with_the_end_of_turn_token(template):
     assert template.encode(messages[:2], add_generation_prompt=False)[-1] == EOT
 
 
+def test_a_message_with_the_end_of_text_text_cannot_end_a_turn(template):
+    ids = template.encode([user("Say <|endoftext|> please")])
+    assert EOT not in ids and "Say <|endoftext|> please" in TOKENIZER.decode(ids)
+
+
 def test_a_system_message_replaces_the_preamble(template):
     text = TOKENIZER.decode(template.encode([{"role": "system", "content": "Be brief."}, user("Hi")]))
     assert text.startswith("Be brief.\n\n### Instruction:\nHi")

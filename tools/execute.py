@@ -18,6 +18,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 sys.path.insert(0, str(ROOT))
 
 
@@ -44,6 +45,9 @@ def main():
             client.execute()
         finally:
             nb.metadata.pop("widgets", None)
+            for cell in nb.cells:  # a widget's view needs a live kernel: saved, it shows only "VBox(children=...)"
+                if "outputs" in cell:
+                    cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
             nbformat.write(nb, path)
         print(f"{path}: executed in {time.time() - start:.0f} s ({'smoke' if args.smoke else 'full'})")
 

@@ -70,20 +70,22 @@ class AlpacaChatTemplate:
         self.tokenizer = tokenizer
         self.end_of_turn_id = tokenizer.encode(END_OF_TEXT, allowed_special={END_OF_TEXT})[0]
         self.stop_ids = {self.end_of_turn_id}
+        # text is only ever text: a message that contains "<|endoftext|>" cannot end a turn
+        self.encode_text = getattr(tokenizer, "encode_ordinary", tokenizer.encode)
 
     def encode(self, messages, add_generation_prompt=True) -> list[int]:
         """Messages -> token ids `(num_tokens,)`; with `add_generation_prompt` it ends where the reply starts."""
         check_messages(messages, generation=add_generation_prompt)
         system = messages[0]["content"] if messages[0]["role"] == "system" else PREAMBLE
-        ids = self.tokenizer.encode(system)
+        ids = self.encode_text(system)
         for message in messages:  # each piece encoded on its own: a turn's ids never depend on the next turn
             if message["role"] == "user":
-                ids += self.tokenizer.encode(USER_HEADER) + self.tokenizer.encode(message["content"])
+                ids += self.encode_text(USER_HEADER) + self.encode_text(message["content"])
             elif message["role"] == "assistant":
-                ids += self.tokenizer.encode(ASSISTANT_HEADER) + self.tokenizer.encode(message["content"])
+                ids += self.encode_text(ASSISTANT_HEADER) + self.encode_text(message["content"])
                 ids.append(self.end_of_turn_id)
         if add_generation_prompt:
-            ids += self.tokenizer.encode(ASSISTANT_HEADER)
+            ids += self.encode_text(ASSISTANT_HEADER)
         return ids
 
 
@@ -261,7 +263,7 @@ class Chat:
         tokenizer, budget = self.template.tokenizer, self.context_size - self.max_new_tokens
         system = [m for m in self.messages[:1] if m["role"] == "system"]
         room = budget - len(self.template.encode(system + [{"role": "user", "content": ""}]))
-        ids = tokenizer.encode(text)
+        ids = getattr(tokenizer, "encode_ordinary", tokenizer.encode)(text)
         if len(ids) <= room:
             return text
         cut = tokenizer.decode(ids[:max(room, 1)]).rstrip("\ufffd")
@@ -438,6 +440,9 @@ def terminal_chat(chat, read=None, write=None):
         if text.strip() == "/reset":
             chat.reset()
             write("(new conversation)\n")
+            continue
+        if not text.strip():
+            list(chat.send(text))  # says why nothing happens
             continue
         write("model> ")
         try:
