@@ -50,7 +50,7 @@ class Terminal:
         os.close(slave)
         self.seen = ""
 
-    def read_until(self, predicate, what, timeout=60):
+    def read_until(self, predicate, what, timeout=180):  # generous: a busy 2-core machine is slow
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if predicate(self.seen):

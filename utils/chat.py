@@ -305,9 +305,9 @@ class Chat:
 def load_chat_checkpoint(path, device="cpu"):
     """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9 (GPT-2's tokenizer unless it names
     another)."""
+    from .checkpoint import read_checkpoint
     from .corpus import get_tokenizer
     from .model import GPTModel
-    from .train import read_checkpoint
 
     path = Path(path)
     if not path.is_file():
