@@ -41,6 +41,7 @@ from .instruct import (
     ollama_url,
     query_ollama,
     rouge_l_f1,
+    side_by_side,
     split_data,
 )
 from .lora import (
@@ -128,4 +129,5 @@ __all__ = [
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "side_by_side",
 ]
