@@ -65,7 +65,7 @@ from .model import (
     count_parameters,
     gpt2_config,
 )
-from .plots import plot_losses, plot_values
+from .plots import plot_losses, plot_model_diagram, plot_values, record_output_shapes
 from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
@@ -130,4 +130,5 @@ __all__ = [
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
     "side_by_side",
+    "plot_model_diagram", "record_output_shapes",
 ]
