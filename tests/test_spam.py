@@ -188,7 +188,7 @@ def test_accuracy_on_a_hand_made_batch():
     loss = calc_classifier_loss_batch(inputs, labels, LastTokenParity(), "cpu")  # 3 right (1 vs 0), 1 wrong (0 vs 1)
     expected = (3 * torch.log(1 + torch.exp(torch.tensor(-1.0))) + torch.log(1 + torch.exp(torch.tensor(1.0)))) / 4
     assert torch.isclose(loss, expected)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="has no batches"):
         calc_accuracy_loader(DataLoader(TensorDataset(inputs, labels), batch_size=8, drop_last=True), LastTokenParity(), "cpu")
 
 

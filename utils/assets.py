@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -96,6 +97,29 @@ ASSETS: dict[str, Asset] = {
         sha256=None,
         size=None,
         description="OpenAI GPT-2 medium (355M) weights, Hugging Face safetensors (MIT)",
+    ),
+    # Qwen3 0.6B (chapter 8): no sha256 could be confirmed offline, so fetch checks the safetensors header
+    # (its tensors must end exactly at the end of the file) and utils.llama every tensor's name and shape.
+    "qwen3-0.6b": Asset(
+        filename="qwen3-0.6b.safetensors",
+        urls=("https://huggingface.co/Qwen/Qwen3-0.6B/resolve/main/model.safetensors",),
+        sha256=None,
+        size=None,
+        description="Qwen3 0.6B weights, bfloat16, Hugging Face safetensors (Apache-2.0), chapter 8",
+    ),
+    "qwen3-0.6b-config": Asset(
+        filename="qwen3-0.6b-config.json",
+        urls=("https://huggingface.co/Qwen/Qwen3-0.6B/resolve/main/config.json",),
+        sha256=None,
+        size=None,
+        description="Qwen3 0.6B config.json (Apache-2.0), chapter 8",
+    ),
+    "qwen3-0.6b-tokenizer": Asset(
+        filename="qwen3-0.6b-tokenizer.json",
+        urls=("https://huggingface.co/Qwen/Qwen3-0.6B/resolve/main/tokenizer.json",),
+        sha256=None,
+        size=None,
+        description="Qwen3 tokenizer.json (Apache-2.0), chapter 8",
     ),
 }
 
@@ -197,6 +221,28 @@ def _verify(asset: Asset, path: Path, source: str) -> None:
         raise AssetError(f"{source}: got {size} bytes, expected {asset.size} (truncated or wrong file)")
     if size == 0:
         raise AssetError(f"{source}: empty file")
+    if asset.sha256 is None and asset.filename.endswith(".safetensors"):
+        problem = safetensors_header_problem(path)
+        if problem:
+            raise AssetError(f"{source}: not a complete safetensors file ({problem})")
+
+
+def safetensors_header_problem(path: Path) -> str | None:
+    """None if `path` starts with a safetensors header whose tensors end exactly at the file's end, else why not."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, 100_000_000):
+            return f"no safetensors header: the first 8 bytes give a header of {n} bytes in a {size}-byte file"
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            return f"unreadable header ({exc})"
+    if 8 + n + end != size:
+        return f"the header describes {8 + n + end} bytes, the file has {size} (truncated or damaged)"
+    return None
 
 
 def _candidate_urls(asset: Asset) -> list[str]:

@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .assets import ASSETS, REPO_ROOT, AssetError, AssetUnavailable, fetch
+from .checkpoint import CheckpointError, check_fits, read_checkpoint
 from .model import MODEL_SIZES, GPTModel, gpt2_config
-from .train import CheckpointError, _check_fits, read_checkpoint
 
 GPT2_ASSETS = {"124M": "gpt2-124M", "355M": "gpt2-355M"}  # size -> name in utils.assets.ASSETS
 # Files without a pinned sha256 must at least be this large (the real 355M file is about 1.52 GB).
@@ -243,7 +243,7 @@ def gpt2_or_fallback(
         # settings that change no parameter shape (e.g. drop_rate) may be overridden
         config = {**payload["config"], **{k: v for k, v in config_overrides.items() if k not in SHAPE_KEYS}}
         model = GPTModel(config)
-        _check_fits(_shown(ckpt), payload, model)
+        check_fits(_shown(ckpt), payload, model)
         model.load_state_dict(payload["model_state_dict"])
         source, label = "chapter-5 checkpoint", f"the chapter-5 checkpoint {_shown(ckpt)}"
     else:

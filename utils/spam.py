@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .train import _check_training_args, calc_loss_loader, check_finite, check_step_finite
+from .checkpoint import TrainingRun
+from .checks import check_int, check_loader
+from .train import calc_loss_loader, check_training_args
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
@@ -246,21 +248,25 @@ def _check_loader(data_loader):
 
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Share of messages whose last-token logits pick the right class, over `num_batches` batches (all if None)."""
-    _check_loader(data_loader)
-    if num_batches is not None and (not _is_int(num_batches) or num_batches < 1):
-        raise ValueError(f"num_batches must be a whole number >= 1 or None (every batch), got {num_batches!r}")
     model.eval()
     correct_predictions, num_examples = 0, 0
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+
+    check_loader(data_loader)  # beyond the book: an empty loader is an error that says what to do
+    if num_batches is None:
+        num_batches = len(data_loader)
+    else:
+        check_int(num_batches, "num_batches", hint="None means every batch")
+        num_batches = min(num_batches, len(data_loader))
     for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
+        if i < num_batches:
+            input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+            with torch.no_grad():
+                logits = model(input_batch)[:, -1, :]  # (batch, num_classes): the last token's logits
+            predicted_labels = torch.argmax(logits, dim=-1)  # (batch,)
+            num_examples += predicted_labels.shape[0]
+            correct_predictions += (predicted_labels == target_batch).sum().item()
+        else:
             break
-        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-        with torch.no_grad():
-            logits = model(input_batch)[:, -1, :]  # (batch, num_classes): the last token's logits
-        predicted_labels = torch.argmax(logits, dim=-1)  # (batch,)
-        num_examples += predicted_labels.shape[0]
-        correct_predictions += (predicted_labels == target_batch).sum().item()
     return correct_predictions / num_examples
 
 
@@ -273,7 +279,6 @@ def calc_classifier_loss_batch(input_batch, target_batch, model, device):
 
 def calc_classifier_loss_loader(data_loader, model, device, num_batches=None):
     """Average classifier loss over the first `num_batches` batches (all if None)."""
-    _check_loader(data_loader)
     return calc_loss_loader(data_loader, model, device, num_batches, loss_fn=calc_classifier_loss_batch)
 
 
@@ -287,60 +292,47 @@ def evaluate_classifier(model, train_loader, val_loader, device, eval_iter):
     return train_loss, val_loss
 
 
-def train_classifier_simple(
-    model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *, max_steps=None, progress=True
-):
-    """The book's classifier training loop, plus a progress bar and a NaN guard.
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                            eval_freq, eval_iter, *, max_steps=None, progress=True):
+    """The book's classifier training loop. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
 
-    Every `eval_freq` steps: train/val loss over `eval_iter` batches; after each epoch: train/val accuracy over
-    `eval_iter` batches. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
-    `max_steps` stops after that many optimizer steps in total (for a quick look or a test; 0: none).
-    Every argument is checked before the first step; a NaN or inf in the loss, the gradients or the updated
-    weights stops training at that step.
+    Beyond the book (utils/checkpoint.py's TrainingRun): a progress bar, a stop at the first NaN or inf, and
+    `max_steps` optimizer steps at most (the epoch's accuracies are still measured).
     """
-    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                         None, None, None, None, False, max_steps)
-    if max_steps == 0:
-        return [], [], [], [], 0
-    from tqdm import tqdm
-
+    check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter)
+    run = TrainingRun(model, optimizer, train_loader, num_epochs, None, max_steps, progress)
+    # Initialize lists to track losses and examples seen
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
-    total_steps = num_epochs * len(train_loader) if max_steps is None else min(max_steps, num_epochs * len(train_loader))
-    bar = tqdm(total=total_steps, disable=not progress, unit="step", mininterval=1.0, ncols=90)
-    stop = False
-    try:
-        for epoch in range(num_epochs):
-            model.train()
-            for input_batch, target_batch in train_loader:
-                optimizer.zero_grad()
+
+    with run:  # the progress bar and the non-finite guard, until the loop ends
+        for epoch in run.epochs():  # range(num_epochs); none once max_steps is reached
+            model.train()  # Set model to training mode
+            for input_batch, target_batch in run.batches():
+                optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
                 loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
-                check_finite(loss, global_step + 1, epoch + 1)
-                loss.backward()
-                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients")
-                optimizer.step()
-                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights")
-                examples_seen += input_batch.shape[0]
+                loss.backward()  # Calculate loss gradients
+                optimizer.step()  # Update model weights using loss gradients
+                examples_seen += input_batch.shape[0]  # New: track examples instead of tokens
                 global_step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+
+                # Optional evaluation step
                 if global_step % eval_freq == 0:
                     train_loss, val_loss = evaluate_classifier(model, train_loader, val_loader, device, eval_iter)
                     train_losses.append(train_loss)
                     val_losses.append(val_loss)
-                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-                if max_steps is not None and global_step + 1 >= max_steps:
-                    stop = True
+                    run.print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                              f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                if run.step_done(loss, global_step, examples_seen):  # bar; True at max_steps
                     break
+
+            # Calculate accuracy after each epoch
             train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
             val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
-            bar.write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+            run.print(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
             train_accs.append(train_accuracy)
             val_accs.append(val_accuracy)
-            if stop:
-                break
-    finally:
-        bar.close()
+
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
