@@ -43,6 +43,7 @@ from .instruct import (
     lcs_length,
     load_instruction_data,
     rouge_l_f1,
+    side_by_side,
     split_data,
 )
 from .judge import (
@@ -95,7 +96,7 @@ from .model import (
     count_parameters,
     gpt2_config,
 )
-from .plots import plot_losses, plot_values
+from .plots import plot_losses, plot_model_diagram, plot_values, record_output_shapes
 from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
@@ -156,4 +157,6 @@ __all__ = [
     "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
     "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
     "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
+    "side_by_side",
+    "plot_model_diagram", "record_output_shapes",
 ]
