@@ -7,9 +7,9 @@ offline score that needs no model (longest common subsequence of lowercase words
 from __future__ import annotations
 
 import json
-import textwrap
 import numbers
 import re
+import textwrap
 import warnings
 from pathlib import Path
 
