@@ -8,6 +8,7 @@ No TensorFlow and no `transformers`: only `safetensors`.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from pathlib import Path
