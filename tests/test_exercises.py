@@ -401,6 +401,36 @@ def answers_8_4():
     return (14, 15, 3), [(15, 14, 3), (14, 15, 2), (32, 0, 0)]
 
 
+class PhiChatTemplate:  # exercise 9.1's answer (as in solutions/09_solutions.ipynb)
+    def __init__(self, tokenizer, end_of_turn=True, generation_prompt="<|assistant|>\n"):
+        self.tokenizer, self.stop_ids = tokenizer, {50256}
+        self.end_of_turn, self.generation_prompt = end_of_turn, generation_prompt
+
+    def encode(self, messages, add_generation_prompt=True):
+        ids = []
+        for m in messages:
+            if m["role"] == "user":
+                ids += self.tokenizer.encode(f"<|user|>\n{m['content']}\n")
+            elif m["role"] == "assistant":
+                ids += self.tokenizer.encode(f"<|assistant|>\n{m['content']}") + [50256] * self.end_of_turn
+        return ids + (self.tokenizer.encode(self.generation_prompt) if add_generation_prompt else [])
+
+
+def answers_9_1():
+    from utils.chat import AlpacaChatTemplate
+
+    no_end = type("NoEnd", (PhiChatTemplate,), {"__init__": lambda self, t: PhiChatTemplate.__init__(self, t, False)})
+    return PhiChatTemplate, [AlpacaChatTemplate, no_end, PhiChatTemplate(gpt2_tokenizer())]
+
+
+def answers_9_2():
+    return 6, [4, 62, 0]  # "Red." is 2 tokens, plus the end-of-turn token, twice
+
+
+def answers_9_3():
+    return 3, [5, 4, 0]
+
+
 ANSWERS = {name.removeprefix("answers_").replace("_", ".").upper(): f for name, f in dict(globals()).items()
            if name.startswith("answers_")}
 

@@ -108,3 +108,11 @@ def test_gpt2_or_fallback_refuses_a_pth_that_runs_code(ctx, capsys):
         run()
     assert not (ctx.tmp / "MARKER").exists()
     assert "continuing" not in capsys.readouterr().out
+
+
+def test_fallback_line_leaves_out_the_test_mirror(ctx, capsys):
+    """A reader's output names the real sources only: the asset mirror is a test set-up (issue 18)."""
+    ctx.mp.setenv("LLM_ASSET_MIRROR", closed_port_url(""))
+    gpt2_or_fallback("124M", fallback_checkpoint=ctx.tmp / "absent.pth", **TINY)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.count("127.0.0.1") == 1  # the real URL (a closed port here), not the mirror

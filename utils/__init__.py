@@ -26,6 +26,7 @@ from .extras import TrainingExtras, check_finite
 from .generate import (
     generate,
     generate_text_simple,
+    sample_next_token,
     text_to_token_ids,
     token_ids_to_text,
     top_k_filter,
@@ -41,6 +42,7 @@ from .instruct import (
     lcs_length,
     load_instruction_data,
     rouge_l_f1,
+    side_by_side,
     split_data,
 )
 from .judge import (
@@ -93,7 +95,7 @@ from .model import (
     count_parameters,
     gpt2_config,
 )
-from .plots import plot_losses, plot_values
+from .plots import plot_losses, plot_model_diagram, plot_values, record_output_shapes
 from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
@@ -133,7 +135,7 @@ __all__ = [
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
     "GPTDatasetV1", "create_dataloader_v1", "bf16_support",
-    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
+    "generate", "generate_text_simple", "sample_next_token", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
     "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
     "replace_linear_with_lora", "save_lora",
@@ -153,4 +155,6 @@ __all__ = [
     "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
     "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
     "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
+    "side_by_side",
+    "plot_model_diagram", "record_output_shapes",
 ]

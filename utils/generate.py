@@ -53,6 +53,19 @@ def top_p_filter(logits, top_p):
     return torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
 
 
+def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None):
+    """`logits` `(batch, vocab_size)` -> next token ids `(batch, 1)`: greedy at temperature 0, else filtered sampling."""
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if temperature > 0.0:
+        logits = logits / temperature
+        if top_p is not None:
+            logits = top_p_filter(logits, top_p)
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, num_samples=1)  # (batch, 1)
+    return torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
+
+
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None, top_p=None,
              use_cache=True):
     """Sample up to `max_new_tokens` tokens after `idx` `(batch, num_tokens)`; returns `(batch, num_tokens + new)`.
@@ -71,16 +84,7 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
             else:
                 logits = model(idx[:, -context_size:])
         logits = logits[:, -1, :]  # (batch, vocab_size)
-        if top_k is not None:
-            logits = top_k_filter(logits, top_k)
-        if temperature > 0.0:
-            logits = logits / temperature
-            if top_p is not None:
-                logits = top_p_filter(logits, top_p)
-            probs = torch.softmax(logits, dim=-1)
-            idx_next = torch.multinomial(probs, num_samples=1)  # (batch, 1)
-        else:
-            idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
+        idx_next = sample_next_token(logits, temperature, top_k, top_p)  # (batch, 1)
         if eos_id is not None:
             if idx.shape[0] == 1 and idx_next.item() == eos_id:
                 break  # the book's behaviour: stop before appending <|endoftext|>

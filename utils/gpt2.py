@@ -8,6 +8,7 @@ No TensorFlow and no `transformers`: only `safetensors`.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -193,8 +194,10 @@ def _shown(path: Path) -> str:
 
 
 def _why_unreachable(exc: AssetUnavailable) -> str:
-    """'huggingface.co: <urlopen error [Errno -3] ...>' for each source tried, shortened to one line."""
-    parts = [f"{urllib.parse.urlparse(url).hostname or url}: {why}" for url, why in exc.reasons] or [str(exc)]
+    """'huggingface.co: <urlopen error [Errno -3] ...>' for each real source tried, shortened to one line."""
+    mirror = os.environ.get("LLM_ASSET_MIRROR", "").strip().rstrip("/")  # a local test set-up, not a source to name
+    real = [(url, why) for url, why in exc.reasons if not (mirror and url.startswith(mirror + "/"))] or exc.reasons
+    parts = [f"{urllib.parse.urlparse(url).hostname or url}: {why}" for url, why in real] or [str(exc)]
     text = "; ".join(" ".join(part.split()) for part in parts)
     return text if len(text) <= 200 else text[:197] + "..."
 

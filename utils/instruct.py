@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -253,3 +254,16 @@ def rouge_l_f1(candidate: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(cand), lcs / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def side_by_side(entry: dict, book_response: str, width: int = 29) -> str:
+    """A test entry's instruction, then three wrapped columns: the correct response, the book's model's, this run's."""
+    columns = [entry["output"], book_response, entry.get("model_response") or "(empty)"]
+    wrapped = [textwrap.wrap(text, width) or [""] for text in columns]
+    task = format_input(entry).split("### Instruction:\n", 1)[1].replace("\n\n### Input:\n", " | ")
+    lines = [textwrap.fill(task, 3 * width + 6),
+             " | ".join(f"{name:<{width}}" for name in ["correct response", "the book's model", "this run's model"]),
+             "-+-".join("-" * width for _ in columns)]
+    for i in range(max(len(w) for w in wrapped)):
+        lines.append(" | ".join(f"{(w[i] if i < len(w) else ''):<{width}}" for w in wrapped))
+    return "\n".join(lines) + "\n"
