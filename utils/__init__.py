@@ -14,7 +14,7 @@ from .corpus import (
     write_series_corpus,
 )
 from .data import GPTDatasetV1, create_dataloader_v1
-from .device import bf16_support, get_device
+from .device import FastSetting, bf16_support, fast_setting, get_device
 from .generate import (
     generate,
     generate_text_simple,
@@ -128,4 +128,5 @@ __all__ = [
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "FastSetting", "fast_setting",
 ]
