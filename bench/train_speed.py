@@ -50,7 +50,7 @@ def run(cfg: dict, windows, val, steps: int, device, rungs=None, log=print) -> d
     """Each rung against a fresh book-setting model, alternating; then the three settings together."""
     rows = []
     book = None
-    for rung in rungs or ladder():
+    for rung in rungs or ladder(device):
         ok, why = applies(rung, device)
         if not ok:
             rows.append({"rung": rung, "skipped": why})

@@ -77,7 +77,7 @@ def test_train_speed_ladder_tiny(capsys):
 
     torch.manual_seed(0)
     windows = torch.randint(0, 100, (8, 17))  # (n, num_tokens + 1)
-    rungs = [r for r in ladder(base_batch=2, big_batch=4) if not r.compile]
+    rungs = [r for r in ladder("cpu", base_batch=2, big_batch=4) if not r.compile]
     res = train_speed.run(TINY, windows, windows[:2], steps=1, device="cpu", rungs=rungs, log=lambda *a: None)
     names = [row["rung"].name for row in res["rows"]]
     assert names[0].startswith("book") and len(names) == len(rungs)
@@ -85,6 +85,7 @@ def test_train_speed_ladder_tiny(capsys):
     assert "NVIDIA" in tf32["skipped"]  # a CPU has no TF32 tensor cores: said, not faked
     for row in res["rows"]:
         if "skipped" not in row:
+            assert not row["rung"].tf32  # a skipped rung is not built upon
             assert row["tokens_per_s"] > 0 and row["loss"] == row["loss"]  # positive, not NaN
     train_speed.report(res)
     out = capsys.readouterr().out

@@ -101,3 +101,25 @@ def test_checkpoints_move_between_the_settings(tmp_path, first, second):
     assert all(p.dtype == torch.float32 for p in restored.parameters())  # autocast never changes stored weights
     _, _, losses = train(other, steps=2, model=restored, optimizer=restored_opt)
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_length_grouped_batches_cover_every_entry_once_with_less_padding():
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    from utils import custom_collate_fn, length_grouped_loader, padding_fraction
+
+    lengths = [3, 40, 5, 38, 4, 41, 6, 39] * 4
+    dataset = [[1] * n for n in lengths]
+    torch.manual_seed(123)
+    book = DataLoader(dataset, batch_size=4, shuffle=True, drop_last=True, collate_fn=partial(custom_collate_fn))
+    grouped = length_grouped_loader(book)
+    assert len(grouped) == len(book) == 8
+    torch.manual_seed(123)
+    seen = sorted(i for batch in grouped.batch_sampler for i in batch)
+    assert seen == list(range(len(lengths)))  # every entry once an epoch
+    torch.manual_seed(123)
+    assert padding_fraction(grouped) < 0.5 * padding_fraction(book)
+    first, second = list(grouped.batch_sampler), list(grouped.batch_sampler)
+    assert first != second  # a new order every epoch

@@ -26,6 +26,7 @@ from .generate import (
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
+    LengthGroupedBatchSampler,
     OllamaError,
     OllamaModelMissing,
     OllamaTimeout,
@@ -36,9 +37,11 @@ from .instruct import (
     generate_responses,
     judge_scores,
     lcs_length,
+    length_grouped_loader,
     load_instruction_data,
     ollama_reachable,
     ollama_url,
+    padding_fraction,
     query_ollama,
     rouge_l_f1,
     split_data,
@@ -129,4 +132,5 @@ __all__ = [
     "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
     "FastSetting", "fast_setting",
+    "LengthGroupedBatchSampler", "length_grouped_loader", "padding_fraction",
 ]

@@ -38,19 +38,21 @@ class Rung:
     accumulation: int = 1
 
 
-def ladder(base_batch: int = 2, big_batch: int = 8) -> list[Rung]:
-    """The rungs in order, each adding one change to the one before; the batch rungs reach `big_batch` windows a
-    step (directly, then by accumulation); torch.compile comes last, on the rung before the batch rungs."""
-    book = Rung("book: float32, book's attention, plain AdamW", batch_size=base_batch)
+def ladder(device, base_batch: int = 2, big_batch: int = 8) -> list[Rung]:
+    """The rungs in order, each adding one change to the last rung that applies on `device`; the batch rungs reach
+    `big_batch` windows a step (directly, then by accumulation); torch.compile last, on the rung before them."""
+    rungs = [Rung("book: float32, book's attention, plain AdamW", batch_size=base_batch)]
     steps = [("+ fused AdamW", {"fused_adamw": True}), ("+ fused attention (SDPA)", {"fused_attention": True}),
              ("+ TF32 tensor cores", {"tf32": True}), ("+ bfloat16 autocast", {"bf16": True}),
-             ("+ vocabulary padded to 50,304", {"pad_vocab": True}), (f"+ batch {big_batch}", {"batch_size": big_batch}),
-             (f"batch {base_batch} x {big_batch // base_batch} accumulated",
-              {"batch_size": base_batch, "accumulation": big_batch // base_batch})]
-    rungs = [book]
+             ("+ vocabulary padded to 50,304", {"pad_vocab": True})]
+    last = rungs[0]
     for name, change in steps:
-        rungs.append(dataclasses.replace(rungs[-1], name=name, **change))
-    return rungs + [dataclasses.replace(rungs[5], name="+ torch.compile (warm-up counted)", compile=True)]
+        rungs.append(dataclasses.replace(last, name=name, **change))
+        last = rungs[-1] if applies(rungs[-1], device)[0] else last
+    return rungs + [dataclasses.replace(last, name=f"+ batch {big_batch}", batch_size=big_batch),
+                    dataclasses.replace(last, name=f"batch {base_batch} x {big_batch // base_batch} accumulated",
+                                        accumulation=big_batch // base_batch),
+                    dataclasses.replace(last, name="+ torch.compile (warm-up counted)", compile=True)]
 
 
 def applies(rung: Rung, device) -> tuple[bool, str]:
