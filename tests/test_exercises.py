@@ -1,4 +1,4 @@
-"""utils.exercises.check: each exercise accepts its solution and rejects typical wrong answers, without raising."""
+"""utils.exercises: each exercise accepts its solution and rejects typical wrong answers, without raising."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ from utils import (
     split_data,
     write_split_csv,
 )
-from utils import exercises as ex
-from utils.exercises import check
+from utils.exercises import CHECKERS, CROSS, TICK, ch04, ch05, ch07, check, core, grade
 from utils.lora import replace_linear_with_lora
 
 TINY = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
@@ -34,7 +33,7 @@ TINY = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2,
 
 
 def verdict():
-    return ex._verdict()
+    return core.the_verdict()
 
 
 def tiny_model(seed=123, **overrides):
@@ -182,7 +181,7 @@ def model_with_dropouts(emb, attn, shortcut):
 
 
 def answers_4_3():
-    r = ex.DROPOUT_RATES_4_3
+    r = ch04.DROPOUT_RATES_4_3
     right = model_with_dropouts(r["embedding"], r["attention"], r["shortcut"])
     half = model_with_dropouts(r["embedding"], r["attention"], r["shortcut"])
     half.trf_blocks[0].att.dropout = nn.Dropout(0.1)
@@ -196,12 +195,12 @@ def answers_4_4():
 
 
 def pizza_counts(scale=lambda logits, t: logits / t):
-    logits = torch.tensor(ex.BOOK_LOGITS)
+    logits = torch.tensor(ch05.BOOK_LOGITS)
     counts = {}
-    for t in ex.TEMPERATURES_5_1:
+    for t in ch05.TEMPERATURES_5_1:
         torch.manual_seed(123)
         probas = torch.softmax(scale(logits, t), dim=0)
-        counts[t] = int((torch.multinomial(probas, 1000, replacement=True) == ex.BOOK_VOCAB.index("pizza")).sum())
+        counts[t] = int((torch.multinomial(probas, 1000, replacement=True) == ch05.BOOK_VOCAB.index("pizza")).sum())
     return counts
 
 
@@ -244,7 +243,7 @@ def answers_5_4():
 
 def answers_5_5():
     model = tiny_model()
-    train_loader, val_loader = ex._verdict_loaders()
+    train_loader, val_loader = ch05.verdict_loaders()
     with torch.no_grad():
         train_loss = calc_loss_loader(train_loader, model, "cpu")
         val_loss = calc_loss_loader(val_loader, model, "cpu")
@@ -375,27 +374,28 @@ ANSWERS = {name.removeprefix("answers_").replace("_", ".").upper(): f for name, 
 
 
 def test_every_exercise_has_answers():
-    assert sorted(ANSWERS) == sorted(ex.CHECKERS)
+    assert sorted(ANSWERS) == sorted(CHECKERS)
 
 
-@pytest.mark.parametrize("exercise_id", sorted(ex.CHECKERS))
-def test_solution_accepted_and_wrong_answers_rejected(exercise_id, capsys, request):
+@pytest.mark.parametrize("exercise_id", sorted(CHECKERS))
+def test_solution_accepted_and_wrong_answers_rejected(exercise_id, request):
     factory = ANSWERS[exercise_id]
     args = [request.getfixturevalue(n) for n in factory.__code__.co_varnames[: factory.__code__.co_argcount]]
     right, wrongs = factory(*args)
     assert len(wrongs) >= 2
-    assert check(exercise_id, right) is True, capsys.readouterr().out
-    out = capsys.readouterr().out
-    assert out.startswith(f"{ex.TICK} Exercise {exercise_id}: right.") and out.count("\n") == 1, out
+    ok, line = grade(exercise_id, right)
+    assert ok, line
+    assert line.startswith(f"{TICK} Exercise {exercise_id}: right.") and "\n" not in line, line
     for i, wrong in enumerate(wrongs):
-        assert check(exercise_id, wrong) is False, f"wrong answer {i} was accepted"
-        out = capsys.readouterr().out
-        assert out.startswith(f"{ex.CROSS} Exercise {exercise_id}:") and out.count("\n") == 1, out
+        ok, line = grade(exercise_id, wrong)
+        assert not ok, f"wrong answer {i} was accepted"
+        assert line.startswith(f"{CROSS} Exercise {exercise_id}:") and "\n" not in line, line
 
 
 @pytest.mark.parametrize("answer", [..., None, (..., ...), {"gpt2-medium": (1, ..., 2.0)}])
 def test_unanswered_prints_not_answered_yet(answer, capsys):
-    assert check("4.2", answer) is False
+    assert check("4.2", answer) is None  # a notebook cell shows the printed line and nothing else
+    assert grade("4.2", answer)[0] is False
     assert capsys.readouterr().out == "Exercise 4.2: not answered yet (replace the ... above with your answer)\n"
 
 
@@ -404,22 +404,21 @@ def test_unknown_id_raises_with_known_ids():
         check("9.9", 1)
 
 
-def test_feedback_never_gives_the_expected_value(capsys):
+def test_feedback_never_gives_the_expected_value():
     """A wrong count must not be answered with the right one."""
     right, wrongs = answers_4_1()
     for wrong in wrongs:
-        check("4.1", wrong)
-        out = capsys.readouterr().out
+        out = grade("4.1", wrong)[1]
         assert str(right[0]) not in out and f"{right[0]:,}" not in out, out
 
 
 def test_book_figures():
     """The computed expected values reproduce the book's numbers."""
-    assert ex._block_counts() == (4_722_432, 2_360_064)
-    assert {k: v[:2] for k, v in ex._gpt2_sizes().items()} == {
+    assert ch04.block_counts() == (4_722_432, 2_360_064)
+    assert {k: v[:2] for k, v in ch04.gpt2_sizes().items()} == {
         "gpt2-medium": (406_212_608, 354_749_440), "gpt2-large": (838_220_800, 773_891_840),
         "gpt2-xl": (1_637_792_000, 1_557_380_800)}
-    assert [round(v[2], 2) for v in ex._gpt2_sizes().values()] == [1549.58, 3197.56, 6247.68]
+    assert [round(v[2], 2) for v in ch04.gpt2_sizes().values()] == [1549.58, 3197.56, 6247.68]
     assert gpt2_tokenizer().encode("Akwirw ier") == [33901, 86, 343, 86, 220, 959]
-    assert ex._lora_trainable_355m() == 7_898_384
+    assert ch07.lora_trainable_355m() == 7_898_384
     assert answers_a_1()[0] == 752

@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from faults import catalogue, expect_fault
 from test_assets import CONTENT, SHA, LocalServer, body, closed_port_url
 
 import utils.assets as assets
@@ -110,14 +111,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(ctx, setup, error, fragment):
-    call = setup(ctx)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    leftovers = [p.name for p in ctx.tmp.rglob("*") if p.suffix in (".part", ".tmp")]
-    assert leftovers == []
+@catalogue(CASES)
+def test_fault(ctx, case):
+    expect_fault(case, ctx, ctx.tmp)
 
 
 def test_a_cached_bad_file_is_not_unavailable(ctx):

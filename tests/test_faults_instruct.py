@@ -11,9 +11,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import torch
+from faults import catalogue, expect_fault
+from tiny import CharTokenizer, tiny_model
 
-from utils import GPT_CONFIG_124M, GPTModel
 from utils.instruct import (
     InstructionDataset,
     OllamaError,
@@ -33,14 +33,6 @@ from utils.instruct import (
 )
 
 ENTRY = {"instruction": "Spell it right.", "input": "Ocassion", "output": "Occasion", "model_response": "Occasion"}
-
-
-class Tok:
-    def encode(self, text, allowed_special=None):
-        return [ord(ch) % 60 for ch in text]
-
-    def decode(self, ids):
-        return "".join(chr(65 + i % 26) for i in ids)
 
 
 class Ollama(http.server.BaseHTTPRequestHandler):
@@ -106,10 +98,8 @@ def data_file(content):
     return setup
 
 
-def tiny_model():
-    torch.manual_seed(0)
-    return GPTModel({**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 32, "emb_dim": 16, "n_heads": 2,
-                     "n_layers": 1, "drop_rate": 0.0})
+def small_model():
+    return tiny_model(0, vocab_size=60, context_length=32, emb_dim=16, n_heads=2, n_layers=1)
 
 
 GOOD_JSON = json.dumps([{"instruction": "a", "input": "", "output": "b"}], indent=1)
@@ -124,12 +114,12 @@ CASES = [
     ("data file entry without output", data_file('[{"instruction": "a", "input": ""}]'), ValueError,
      "entry 0 has no 'output' text"),
     ("data file empty list", data_file("[]"), ValueError, "the instruction data set is empty"),
-    ("entries a string", lambda c: lambda: InstructionDataset("abc", Tok()), TypeError,
+    ("entries a string", lambda c: lambda: InstructionDataset("abc", CharTokenizer()), TypeError,
      "must be a list of {'instruction', 'input', 'output'} dicts"),
     ("entry with <|endoftext|>", lambda c: lambda: InstructionDataset(
-        [ENTRY, {**ENTRY, "output": "done<|endoftext|>"}], Tok()), ValueError,
+        [ENTRY, {**ENTRY, "output": "done<|endoftext|>"}], CharTokenizer()), ValueError,
      "entry 1 ('output') contains the literal text <|endoftext|>"),
-    ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], Tok()), ValueError,
+    ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], CharTokenizer()), ValueError,
      "'input' must be a string"),
     ("dataset without tokenizer", lambda c: lambda: InstructionDataset([ENTRY], None), TypeError,
      "tokenizer must have an encode method"),
@@ -143,12 +133,12 @@ CASES = [
      "allowed_max_length must be a whole number >= 1"),
     ("collate pad id text", lambda c: lambda: custom_collate_fn([[1, 2]], pad_token_id="pad"), ValueError,
      "pad_token_id must be a token id"),
-    ("response context_size 0", lambda c: lambda: generate_response(tiny_model(), ENTRY, Tok(), context_size=0),
+    ("response context_size 0", lambda c: lambda: generate_response(small_model(), ENTRY, CharTokenizer(), context_size=0),
      ValueError, "context_size must be the model's context length"),
-    ("response max_new_tokens 0", lambda c: lambda: generate_response(tiny_model(), ENTRY, Tok(), context_size=32,
+    ("response max_new_tokens 0", lambda c: lambda: generate_response(small_model(), ENTRY, CharTokenizer(), context_size=32,
                                                                      max_new_tokens=0),
      ValueError, "max_new_tokens must be a whole number >= 1"),
-    ("responses path None", lambda c: lambda: generate_responses(tiny_model(), [ENTRY], Tok(), None, context_size=32),
+    ("responses path None", lambda c: lambda: generate_responses(small_model(), [ENTRY], CharTokenizer(), None, context_size=32),
      TypeError, "path must be a file path"),
     ("rouge on a list", lambda c: lambda: rouge_l_f1(["a"], "a"), TypeError, "candidate must be a str"),
     ("OLLAMA_URL not a URL", lambda c: (c.mp.setenv("OLLAMA_URL", "localhost:11434"), ollama_url)[1], ValueError,
@@ -178,22 +168,18 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(ctx, setup, error, fragment):
-    call = setup(ctx)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    if isinstance(info.value, OllamaError) and not isinstance(info.value, OllamaUnreachable):
-        assert "no Ollama server" not in str(info.value)  # a server answered: never say there is none
-    assert [p.name for p in ctx.tmp.rglob("*") if p.suffix in (".tmp", ".part")] == []
+@catalogue(CASES)
+def test_fault(ctx, case):
+    error = expect_fault(case, ctx, ctx.tmp)
+    if isinstance(error, OllamaError) and not isinstance(error, OllamaUnreachable):
+        assert "no Ollama server" not in str(error)  # a server answered: never say there is none
 
 
 @pytest.mark.filterwarnings("ignore:the prompt is")
 def test_a_corrupt_response_cache_is_said_and_regenerated(ctx, capsys):
     path = ctx.tmp / "responses.json"
     path.write_text('[{"instruction": ')
-    out = generate_responses(tiny_model(), [ENTRY], Tok(), path, context_size=32, max_new_tokens=2, eos_id=0,
+    out = generate_responses(small_model(), [ENTRY], CharTokenizer(), path, context_size=32, max_new_tokens=2, eos_id=0,
                              progress=False)
     assert "could not read the saved responses in responses.json (line 1" in capsys.readouterr().out
     assert json.loads(path.read_text())[0]["model_response"] == out[0]["model_response"]

@@ -5,11 +5,11 @@ Each case: (id, set-up(tmp) -> callable, exception, message fragment); afterward
 
 import csv
 
-import pytest
 import torch
+from faults import catalogue, expect_fault
+from tiny import CharTokenizer, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils import GPT_CONFIG_124M, GPTModel
 from utils.spam import (
     SpamDataset,
     TrainableTop,
@@ -25,18 +25,9 @@ from utils.spam import (
     write_split_csv,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-        "drop_rate": 0.0}
-
-
-class Tok:
-    def encode(self, text, allowed_special=None):
-        return [ord(ch) % 60 for ch in text]
-
 
 def gpt(classifier=True):
-    torch.manual_seed(0)
-    model = GPTModel(TINY)
+    model = tiny_model(0, vocab_size=60, emb_dim=16, n_heads=2)
     return prepare_classifier(model) if classifier else model
 
 
@@ -129,33 +120,33 @@ CASES = [
      "holds no messages"),
     ("csv missing", lambda t: lambda: read_split_csv(t / "none.csv"), FileNotFoundError, "write_split_csv"),
     ("dataset row with <|endoftext|>", lambda t: lambda: SpamDataset(
-        write(t, "a.csv", CSV_OK + "1,free <|endoftext|> prize\n"), Tok()), ValueError,
+        write(t, "a.csv", CSV_OK + "1,free <|endoftext|> prize\n"), CharTokenizer()), ValueError,
      "line 4: the message contains the literal text <|endoftext|>"),
-    ("dataset max_length 0", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), max_length=0),
+    ("dataset max_length 0", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), CharTokenizer(), max_length=0),
      ValueError, "max_length must be at least 1"),
-    ("dataset max_length over context", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), max_length=40,
+    ("dataset max_length over context", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), CharTokenizer(), max_length=40,
                                                                       context_length=16),
      ValueError, "pass max_length=16"),
     ("dataset without tokenizer", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), None), TypeError,
      "tokenizer must have an encode method"),
-    ("dataset pad id negative", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), pad_token_id=-1),
+    ("dataset pad id negative", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), CharTokenizer(), pad_token_id=-1),
      ValueError, "pad_token_id must be a token id"),
     ("prepare 1 class", lambda t: lambda: prepare_classifier(gpt(False), num_classes=1), ValueError,
      "num_classes must be a whole number >= 2"),
     ("prepare too many blocks", lambda t: lambda: prepare_classifier(gpt(False), trainable_blocks=5), ValueError,
      "trainable_blocks must be between 0 and 2"),
     ("prepare a Linear", lambda t: lambda: prepare_classifier(torch.nn.Linear(2, 2)), TypeError, "needs a GPTModel"),
-    ("classify without the 2-class head", lambda t: lambda: classify_text("win cash", gpt(False), Tok(), "cpu",
+    ("classify without the 2-class head", lambda t: lambda: classify_text("win cash", gpt(False), CharTokenizer(), "cpu",
                                                                          pad_token_id=0),
      ValueError, "call prepare_classifier(model) and train it"),
-    ("classify an empty message", lambda t: lambda: classify_text("  ", gpt(), Tok(), "cpu"), ValueError,
+    ("classify an empty message", lambda t: lambda: classify_text("  ", gpt(), CharTokenizer(), "cpu"), ValueError,
      "needs a non-empty message"),
-    ("classify max_length over context", lambda t: lambda: classify_text("hi", gpt(), Tok(), "cpu", max_length=99,
+    ("classify max_length over context", lambda t: lambda: classify_text("hi", gpt(), CharTokenizer(), "cpu", max_length=99,
                                                                         pad_token_id=0),
      ValueError, "use the training set's max_length"),
-    ("classify <|endoftext|>", lambda t: lambda: classify_text("a <|endoftext|>", gpt(), Tok(), "cpu", pad_token_id=0),
+    ("classify <|endoftext|>", lambda t: lambda: classify_text("a <|endoftext|>", gpt(), CharTokenizer(), "cpu", pad_token_id=0),
      ValueError, "remove it from the message"),
-    ("classify pad outside vocabulary", lambda t: lambda: classify_text("hi", gpt(), Tok(), "cpu"), ValueError,
+    ("classify pad outside vocabulary", lambda t: lambda: classify_text("hi", gpt(), CharTokenizer(), "cpu"), ValueError,
      "pad_token_id must be a token id of the model"),
     ("accuracy on an empty loader", lambda t: lambda: calc_accuracy_loader(empty_loader(), gpt(), "cpu"), ValueError,
      "the data loader is empty"),
@@ -173,13 +164,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(tmp_path, setup, error, fragment):
-    call = setup(tmp_path)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".part")] == []
+@catalogue(CASES)
+def test_fault(tmp_path, case):
+    expect_fault(case, tmp_path, tmp_path)
 
 
 def test_max_steps_zero_takes_no_step():
