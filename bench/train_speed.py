@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `import utils`
 
-from utils import GPT_CONFIG_124M, bf16_support, fetch, get_device, gpt2_tokenizer  # noqa: E402
+from utils import GPT_CONFIG_124M, bf16_support, fast_setting, fetch, get_device, gpt2_tokenizer  # noqa: E402
 from utils.speed import Rung, applies, ladder, measure, text_windows  # noqa: E402
 
 BENCH_CONFIG = {**GPT_CONFIG_124M, "context_length": 256}  # chapter 5's model at the book's settings
@@ -42,8 +42,9 @@ def chapter5_windows(num_tokens: int, tokenizer=None):
 
 def settings(device) -> list[Rung]:
     """The book's setting, the notebooks' default (fused attention) and the fast setting on `device`."""
+    fast = fast_setting(True, device)
     return [Rung("book's setting"), Rung("notebooks' default", fused_attention=True),
-            Rung("fast setting", fused_adamw=True, fused_attention=True, bf16=bf16_support(device)[0])]
+            Rung("fast setting", fused_adamw=fast.fused_adamw, fused_attention=True, bf16=fast.bf16)]
 
 
 def run(cfg: dict, windows, val, steps: int, device, rungs=None, log=print) -> dict:
@@ -96,6 +97,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="timed steps per rung after one warm-up (default 3)")
     parser.add_argument("--quick", action="store_true", help="1 timed step per rung")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rung (its compile "
+                        "takes minutes on a busy CPU)")
     args = parser.parse_args(argv)
     steps = args.steps or (1 if args.quick else 3)
     device = get_device()
@@ -104,7 +107,8 @@ def main(argv=None) -> dict:
           f"bfloat16: {bf16_support(device)[1]}")
     print(f"GPTModel 124M, context 256, chapter 5's data; 1 warm-up + {steps} timed steps a rung")
     windows, val = chapter5_windows(BENCH_CONFIG["context_length"])
-    res = run(BENCH_CONFIG, windows, val, steps, device)
+    rungs = [r for r in ladder(device) if not (args.no_compile and r.compile)]
+    res = run(BENCH_CONFIG, windows, val, steps, device, rungs=rungs)
     report(res)
     return res
 

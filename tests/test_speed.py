@@ -123,3 +123,13 @@ def test_length_grouped_batches_cover_every_entry_once_with_less_padding():
     assert padding_fraction(grouped) < 0.5 * padding_fraction(book)
     first, second = list(grouped.batch_sampler), list(grouped.batch_sampler)
     assert first != second  # a new order every epoch
+
+
+def test_a_cpu_with_bf16_instructions_but_no_amx_stays_float32(monkeypatch, capsys):
+    """AVX-512 BF16 without AMX measured slower than float32 (05c): the fast setting keeps float32 there."""
+    monkeypatch.setattr(utils.device, "bf16_support", lambda device: (True, "this CPU has AVX-512 BF16 instructions"))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not fast_setting(True, "cpu").bf16
+    assert "no AMX units" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert fast_setting(True, "cpu").bf16

@@ -99,6 +99,8 @@ def fast_setting(enabled: bool, device=None, *, bf16: bool | None = None) -> Fas
         raise TypeError(f"enabled must be True or False (the FAST line of the settings cell), got {enabled!r}")
     device = get_device() if device is None else _device_from(device, "device")
     has_bf16, why = bf16_support(device)
+    if has_bf16 and device.type == "cpu" and not torch.cpu._is_amx_tile_supported():
+        has_bf16, why = False, f"{why} but no AMX units: bfloat16 autocast measured slower than float32, see 05c"
     use_bf16 = enabled and (has_bf16 if bf16 is None else bf16)
     fused = enabled and device.type in FUSED_ADAMW_DEVICES
     if not enabled:
