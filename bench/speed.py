@@ -121,7 +121,7 @@ def time_generation(model, prompt, new_tokens: int, reps: int = 1) -> dict:
     """Seconds to generate `new_tokens` greedily with and without the KV cache, alternating (cache first and last);
     asserts both give the same tokens. Returns {"cache": [s, ...], "no_cache": [s, ...], "tokens": ids}."""
     model.eval()
-    context = model.pos_emb.num_embeddings
+    context = model.cfg["context_length"] if hasattr(model, "cfg") else model.pos_emb.num_embeddings  # LlamaModel: cfg
     if prompt.shape[1] + new_tokens > context:
         raise ValueError(f"prompt ({prompt.shape[1]}) + {new_tokens} new tokens exceed the context length {context}")
     for use_cache in (True, False):  # warm-up

@@ -17,16 +17,14 @@ from utils import (
     SpamDataset,
     TransformerBlock,
     calc_loss_batch,
-    calc_loss_loader,
     create_dataloader_v1,
     custom_collate_fn,
     gpt2_config,
     gpt2_tokenizer,
     prepare_classifier,
-    split_data,
     write_split_csv,
 )
-from utils.exercises import CHECKERS, CROSS, TICK, ch04, ch05, ch07, check, core, grade
+from utils.exercises import CHECKERS, CROSS, TICK, ch04, ch05, ch06, ch07, check, core, grade
 from utils.lora import replace_linear_with_lora
 
 TINY = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
@@ -88,9 +86,10 @@ def copied_v1(v2, transpose=True):
 class Wrapper(nn.Module):
     """Heads of utils' MultiHeadAttention with one head each, concatenated (the book's wrapper)."""
 
-    def __init__(self, d_in, d_out, num_heads):
+    def __init__(self, d_in, d_out, num_heads, context_length=6):
         super().__init__()
-        self.heads = nn.ModuleList(MultiHeadAttention(d_in, d_out, 6, 0.0, num_heads=1) for _ in range(num_heads))
+        self.heads = nn.ModuleList(MultiHeadAttention(d_in, d_out, context_length, 0.0, num_heads=1)
+                                   for _ in range(num_heads))
 
     def forward(self, x):
         return torch.cat([h(x) for h in self.heads], dim=-1)
@@ -132,7 +131,8 @@ def answers_3_1():
 
 def answers_3_2():
     torch.manual_seed(123)
-    return Wrapper(3, 1, 2), [Wrapper(3, 2, 2), Wrapper(3, 2, 1), MultiHeadAttention(3, 2, 6, 0.0, num_heads=1)]
+    return Wrapper(3, 1, 2), [Wrapper(3, 2, 2), Wrapper(3, 2, 1), MultiHeadAttention(3, 2, 6, 0.0, num_heads=1),
+                              Wrapper(3, 1, 2, context_length=4)]
 
 
 def answers_3_3():
@@ -244,10 +244,7 @@ def answers_5_4():
 
 def answers_5_5():
     model = tiny_model()
-    train_loader, val_loader = ch05.verdict_loaders()
-    with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, "cpu")
-        val_loss = calc_loss_loader(val_loader, model, "cpu")
+    train_loss, val_loss = 11.0049, 10.9939  # computed once (torch 2.13, CPU); the checker allows 2e-3
     short = tiny_model(context_length=64)
     return (model, train_loss, val_loss), [(model, val_loss, train_loss), (model, train_loss + 0.1, val_loss),
                                            (short, train_loss, val_loss)]
@@ -304,8 +301,9 @@ def answers_6_4():
     model = meta(gpt2_config("124M"))
     with torch.device("meta"):
         prepare_classifier(model)
-    n = count(model, trainable=True)
-    return n, [count(model), n - 2, n - 1536]
+    n = 7_090_946  # GPT-2 124M's configuration: the trained block's query/key/value have biases
+    without_qkv_bias = 7_088_642  # what chapter 6 prints on its fallback model (qkv_bias=False)
+    return n, [count(model), n - 2, n - 1536, without_qkv_bias]
 
 
 def answers_7_1():
@@ -337,7 +335,7 @@ def answers_7_2():
 
 
 def answers_7_3():
-    right = tuple(len(part) for part in split_data(list(range(52_002))))
+    right = (44_201, 5_200, 2_601)  # split_data's 85% / 10% / rest of Alpaca's 52,002 entries
     return right, [(right[0], right[2], right[1]), (935, 110, 55), (right[0] + 1, right[1], right[2])]
 
 
@@ -361,13 +359,47 @@ def answers_7_5():
     return (batch, n), [(batch, targets.numel()), (batch, n - len(batch)), (batch, n + 1)]
 
 
-def answers_a_1():
+def answers_a_3():
     mlp = nn.Sequential(nn.Linear(2, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 2))
     return count(mlp), [2 * 30 + 30 * 20 + 20 * 2, 2 + 30 + 20 + 2, count(mlp) - 1]
 
 
-def answers_a_2():
-    return 3.7, [-2.0, float("nan"), float("inf"), "fast", 0]
+def answers_a_4():
+    right = (0.025, None)  # 80 GFLOP/s on the CPU, no GPU: answerable on any machine
+    wrongs = [(25.0, None),  # milliseconds given as seconds
+              (0.025, 1e-7),  # a GPU timed without waiting for it: 20 PFLOP/s
+              (-1.0, None), (float("nan"), None), ("fast", None), 3.7]
+    assert grade("A.4", (0.025, 0.0002))[0]  # a GPU 125x faster: 10 TFLOP/s
+    return right, wrongs
+
+
+def answers_8_1():
+    gqa = 2 * 28 * 8 * 128 * 2  # keys + values, layers, KV heads, head_dim, bytes (bfloat16)
+    return (gqa, 2 * gqa), [(gqa // 2, 2 * gqa), (gqa, gqa), (2 * gqa, gqa)]
+
+
+def answers_8_2():
+    from utils.llama import QWEN3_06B, LlamaModel, count_unique_parameters
+
+    with torch.device("meta"):
+        untied = LlamaModel({**QWEN3_06B, "tie_embeddings": False})
+    unique = count_unique_parameters(untied)[1]
+    share = 2 * 151_936 * 1024 / unique
+    return (unique, share), [(unique - 151_936 * 1024, share), (unique, share / 2), (unique + 1, share)]
+
+
+def answers_8_3():
+    def rms_norm(x, weight, eps):
+        return weight * x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+    def layer_norm(x, weight, eps):
+        return weight * torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+
+    return rms_norm, [layer_norm, lambda x, weight, eps: x, lambda x, weight, eps: x.sum(), "rms_norm"]
+
+
+def answers_8_4():
+    return (14, 15, 3), [(15, 14, 3), (14, 15, 2), (32, 0, 0)]
 
 
 def answers_5c_1():
@@ -446,4 +478,5 @@ def test_book_figures():
     assert [round(v[2], 2) for v in ch04.gpt2_sizes().values()] == [1549.58, 3197.56, 6247.68]
     assert gpt2_tokenizer().encode("Akwirw ier") == [33901, 86, 343, 86, 220, 959]
     assert ch07.lora_trainable_355m() == 7_898_384
-    assert answers_a_1()[0] == 752
+    assert answers_a_3()[0] == 752
+    assert ch06.classifier_trainable() == 7_090_946  # exercise 6.4: GPT-2 124M's configuration

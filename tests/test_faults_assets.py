@@ -86,8 +86,6 @@ def data_dir_under_a_file(c):
 
 CASES = [
     ("unknown name", lambda c: lambda: fetch("the-verdikt"), UnknownAssetError, "known assets: hello"),
-    ("name not a str", lambda c: lambda: fetch(3), TypeError, "fetch needs an asset name"),
-    ("progress not a bool", lambda c: lambda: fetch("hello", progress="yes"), TypeError, "progress must be True or False"),
     ("LLM_DATA_DIR is a file", data_dir_is_a_file, ValueError, "LLM_DATA_DIR="),
     ("LLM_DATA_DIR not creatable", data_dir_under_a_file, ValueError, "point LLM_DATA_DIR at a folder you can write to"),
     ("LLM_DOWNLOAD_TIMEOUT text", env("LLM_DOWNLOAD_TIMEOUT", "thirty"), ValueError,

@@ -75,12 +75,6 @@ def bad_file_in_data(c):
 CASES = [
     ("unknown size", lambda c: lambda: gpt2_or_fallback("1B"), ValueError, "choose one of 124M, 355M"),
     ("download unknown size", lambda c: lambda: download_and_load_gpt2("2B"), ValueError, "choose one of"),
-    ("try_download not a bool", lambda c: lambda: gpt2_or_fallback("124M", try_download="no"), TypeError,
-     "try_download must be True or False"),
-    ("fallback_checkpoint a number", lambda c: lambda: gpt2_or_fallback("124M", fallback_checkpoint=5), TypeError,
-     "fallback_checkpoint must be a file path"),
-    ("fallback_config a list", lambda c: lambda: gpt2_or_fallback("124M", try_download=False, fallback_config=[1]),
-     TypeError, "fallback_config must be a model config dict"),
     ("fallback checkpoint runs code", evil, CheckpointError, "can run any code. Nothing was loaded"),
     ("fallback checkpoint without config", no_config, CheckpointError, "save it with save_checkpoint(path, model, config=cfg)"),
     ("fallback checkpoint truncated", truncated, CheckpointError, "re-save it with save_checkpoint, or delete it"),
@@ -89,12 +83,8 @@ CASES = [
     ("a file in data/ does not verify", bad_file_in_data, AssetError, "exists but does not verify"),
     ("weights of another shape", lambda c: lambda: load_weights_into_gpt(
         tiny_model(), {"wte.weight": torch.zeros(3, 3)}), ValueError, "Hint:"),
-    ("weights not a dict", lambda c: lambda: load_weights_into_gpt(tiny_model(), [torch.zeros(1)]), TypeError,
-     "weights must be a dict name -> tensor"),
-    ("weights into a Linear", lambda c: lambda: load_weights_into_gpt(torch.nn.Linear(2, 2), {}), TypeError,
-     "model must be a GPTModel"),
     ("bad config override", lambda c: lambda: gpt2_or_fallback("124M", try_download=False, **{**TINY, "n_heads": 3}),
-     ValueError, "must be divisible by config['n_heads']"),
+     ValueError, "must be divisible by num_heads"),
 ]
 
 

@@ -16,20 +16,20 @@ from tiny import CharTokenizer, tiny_model
 
 from utils.instruct import (
     InstructionDataset,
+    generate_responses,
+    load_instruction_data,
+    rouge_l_f1,
+    split_data,
+)
+from utils.judge import (
     OllamaError,
     OllamaModelMissing,
     OllamaTimeout,
     OllamaUnreachable,
-    custom_collate_fn,
-    generate_response,
-    generate_responses,
     judge_scores,
-    load_instruction_data,
     ollama_reachable,
     ollama_url,
     query_ollama,
-    rouge_l_f1,
-    split_data,
 )
 
 ENTRY = {"instruction": "Spell it right.", "input": "Ocassion", "output": "Occasion", "model_response": "Occasion"}
@@ -116,30 +116,11 @@ CASES = [
     ("data file empty list", data_file("[]"), ValueError, "the instruction data set is empty"),
     ("entries a string", lambda c: lambda: InstructionDataset("abc", CharTokenizer()), TypeError,
      "must be a list of {'instruction', 'input', 'output'} dicts"),
-    ("entry with <|endoftext|>", lambda c: lambda: InstructionDataset(
-        [ENTRY, {**ENTRY, "output": "done<|endoftext|>"}], CharTokenizer()), ValueError,
-     "entry 1 ('output') contains the literal text <|endoftext|>"),
     ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], CharTokenizer()), ValueError,
      "'input' must be a string"),
-    ("dataset without tokenizer", lambda c: lambda: InstructionDataset([ENTRY], None), TypeError,
-     "tokenizer must have an encode method"),
     ("split fractions over 1", lambda c: lambda: split_data([1, 2, 3], 0.9, 0.2), ValueError,
      "train_frac + test_frac must be at most 1"),
     ("split negative", lambda c: lambda: split_data([1, 2, 3], -0.1), ValueError, "train_frac must be a fraction"),
-    ("collate empty batch", lambda c: lambda: custom_collate_fn([]), ValueError, "empty batch"),
-    ("collate an empty item", lambda c: lambda: custom_collate_fn([[1, 2], []]), ValueError,
-     "batch item 1 must be a non-empty list of token ids"),
-    ("collate max length 0", lambda c: lambda: custom_collate_fn([[1, 2]], allowed_max_length=0), ValueError,
-     "allowed_max_length must be a whole number >= 1"),
-    ("collate pad id text", lambda c: lambda: custom_collate_fn([[1, 2]], pad_token_id="pad"), ValueError,
-     "pad_token_id must be a token id"),
-    ("response context_size 0", lambda c: lambda: generate_response(small_model(), ENTRY, CharTokenizer(), context_size=0),
-     ValueError, "context_size must be the model's context length"),
-    ("response max_new_tokens 0", lambda c: lambda: generate_response(small_model(), ENTRY, CharTokenizer(), context_size=32,
-                                                                     max_new_tokens=0),
-     ValueError, "max_new_tokens must be a whole number >= 1"),
-    ("responses path None", lambda c: lambda: generate_responses(small_model(), [ENTRY], CharTokenizer(), None, context_size=32),
-     TypeError, "path must be a file path"),
     ("rouge on a list", lambda c: lambda: rouge_l_f1(["a"], "a"), TypeError, "candidate must be a str"),
     ("OLLAMA_URL not a URL", lambda c: (c.mp.setenv("OLLAMA_URL", "localhost:11434"), ollama_url)[1], ValueError,
      "the environment variable OLLAMA_URL='localhost:11434' is not an http(s) URL"),
@@ -190,7 +171,3 @@ def test_a_prompt_needs_only_an_instruction():
     from utils.instruct import format_input
 
     assert format_input({"instruction": "Name a colour."}).endswith("### Instruction:\nName a colour.")
-    with pytest.raises(ValueError, match="entry has no 'instruction' text"):
-        format_input({"input": "x"})
-    with pytest.raises(TypeError, match="entry must be a dict"):
-        format_input("Name a colour.")

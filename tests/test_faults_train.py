@@ -14,16 +14,15 @@ from tiny import TINY, tiny_model, token_loaders
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils import (
+    Checkpointer,
     CheckpointError,
     calc_loss_loader,
     evaluate_model,
     get_device,
     load_checkpoint,
-    load_weights,
     perplexity,
     read_checkpoint,
     save_checkpoint,
-    save_weights,
     set_seed,
     train_model_simple,
 )
@@ -42,7 +41,10 @@ def fresh(cfg=TINY):
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
-def train(tmp, model=None, optimizer=None, train_loader=None, val_loader=None, **kw):
+def train(tmp, model=None, optimizer=None, train_loader=None, val_loader=None, checkpoint_path=None,
+          checkpoint_every=None, resume=False, **kw):
+    if checkpoint_path is not None:
+        kw["checkpointer"] = Checkpointer(checkpoint_path, checkpoint_every, resume)
     if model is None:
         model, optimizer = fresh()
     tl, vl = loaders()
@@ -97,16 +99,6 @@ def other_optimizer_resume(tmp):
     return lambda: train(tmp, model, optimizer, checkpoint_path=ckpt, resume=True)
 
 
-def bad_safetensors(tmp):
-    (tmp / "w.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    return lambda: load_weights(fresh()[0], tmp / "w.safetensors")
-
-
-def other_shape_safetensors(tmp):
-    save_weights(fresh({**TINY, "n_layers": 1})[0], tmp / "w.safetensors", config={**TINY, "n_layers": 1})
-    return lambda: load_weights(fresh()[0], tmp / "w.safetensors")
-
-
 CASES = [
     # (id, factory(tmp) -> callable, exception, message fragment)
     ("eval_freq 0", lambda t: lambda: train(t, eval_freq=0), ValueError, "eval_freq must be a whole number >= 1"),
@@ -115,18 +107,18 @@ CASES = [
     ("num_epochs 0", lambda t: lambda: train(t, num_epochs=0), ValueError, "num_epochs must be a whole number >= 1"),
     ("max_steps -1", lambda t: lambda: train(t, max_steps=-1), ValueError, "max_steps must be a whole number >= 0"),
     ("empty train loader", lambda t: lambda: train(t, train_loader=empty_loader()), ValueError,
-     "train_loader is empty"),
+     "train_loader has no batches"),
     ("empty val loader", lambda t: lambda: train(t, val_loader=empty_loader()), ValueError,
-     "val_loader is empty"),
+     "val_loader has no batches"),
     ("train loader a list", lambda t: lambda: train(t, train_loader=iter([])), TypeError,
-     "train_loader must be a DataLoader"),
-    ("checkpoint_every without path", lambda t: lambda: train(t, checkpoint_every=1), ValueError,
-     "checkpoint_path is None: pass checkpoint_path="),
-    ("checkpoint_every 0", lambda t: lambda: train(t, checkpoint_every=0, checkpoint_path=t / "r.pth"), ValueError,
-     "checkpoint_every must be a whole number >= 1"),
-    ("resume without path", lambda t: lambda: train(t, resume=True), ValueError, "resume=True needs checkpoint_path"),
+     "train_loader must be a torch DataLoader"),
+    ("checkpointer not a Checkpointer", lambda t: lambda: train(t, checkpointer=str(t / "r.pth")), TypeError,
+     "checkpointer must be a Checkpointer(path, every, resume)"),
+    ("checkpoint every 0", lambda t: lambda: train(t, checkpoint_every=0, checkpoint_path=t / "r.pth"), ValueError,
+     "every must be a whole number >= 1"),
+    ("checkpointer path None", lambda t: lambda: Checkpointer(None), TypeError, "path must be a file path"),
     ("resume missing file", lambda t: lambda: train(t, resume=True, checkpoint_path=t / "none.pth"),
-     FileNotFoundError, "train once with checkpoint_path set"),
+     FileNotFoundError, "train once with Checkpointer(path) and resume=False"),
     ("resume other model config", other_config_resume, CheckpointError, "Build the model with the config it was"),
     ("resume other loader length", other_loader_resume, CheckpointError,
      "resume with the same data, batch_size and drop_last"),
@@ -167,17 +159,11 @@ CASES = [
     ("save path None", lambda t: lambda: save_checkpoint(None, fresh()[0]), TypeError, "path must be a file path"),
     ("unsafe checkpoint", lambda t: (lambda p: lambda: read_checkpoint(p))(evil_checkpoint(t)), CheckpointError,
      "Nothing was loaded"),
-    ("safetensors corrupt", bad_safetensors, CheckpointError, "write it again with save_weights, or delete it"),
-    ("safetensors other shape", other_shape_safetensors, CheckpointError, "It was saved with config"),
-    ("safetensors missing", lambda t: lambda: load_weights(fresh()[0], t / "none.safetensors"), FileNotFoundError,
-     "write one with save_weights"),
-    ("save_weights config with a Path", lambda t: lambda: save_weights(fresh()[0], t / "w.safetensors", config={"p": t}),
-     TypeError, "config must hold only numbers"),
     ("calc_loss_loader num_batches 0", lambda t: lambda: calc_loss_loader(loaders()[1], fresh()[0], CPU, num_batches=0),
      ValueError, "num_batches must be a whole number >= 1"),
     ("evaluate eval_iter 0", lambda t: lambda: evaluate_model(fresh()[0], *loaders(), CPU, 0), ValueError,
-     "eval_iter must be a whole number >= 1"),
-    ("perplexity nan", lambda t: lambda: perplexity(float("nan")), ValueError, "loss must be a finite number"),
+     "num_batches must be a whole number >= 1"),
+    ("perplexity nan", lambda t: lambda: perplexity(float("nan")), ValueError, "loss must be a number"),
     ("set_seed str", lambda t: lambda: set_seed("123"), TypeError, "seed must be a whole number"),
     ("get_device garbage", lambda t: lambda: get_device("gpu"), ValueError, "preferred='gpu' is not a device"),
 ]

@@ -60,7 +60,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(two_process_run, t
     two = weights(out)
     assert two["step"] == 6 and two["run"]["world_size"] == 2
     for name, tensor in one["model"].state_dict().items():
-        assert torch.allclose(two["model"][name], tensor, atol=1e-5, rtol=0), name
+        assert torch.allclose(two["model_state_dict"][name], tensor, atol=1e-5, rtol=0), name
     # rank 0 evaluated on batches of a whole step, so the logged losses agree too
     assert two["history"]["steps"] == one["steps"] == [3, 6]
     assert torch.allclose(torch.tensor(two["history"]["val_losses"]), torch.tensor(one["val_losses"]), atol=1e-4)
@@ -77,8 +77,8 @@ def test_resume_equals_uninterrupted_with_two_processes(two_process_run, tmp_pat
     assert second.returncode == 0, second.stderr[-3000:]
     resumed, reference = weights(out), weights(two_process_run[0])
     assert resumed["step"] == 6
-    for name, tensor in reference["model"].items():
-        assert torch.equal(resumed["model"][name], tensor), name
+    for name, tensor in reference["model_state_dict"].items():
+        assert torch.equal(resumed["model_state_dict"][name], tensor), name
     assert resumed["history"] == reference["history"]
 
 
@@ -168,7 +168,7 @@ def _touch(path):
 
 BAD = {
     # name: (make the --data path in tmp_path, extra args, what every rank must say)
-    "more processes than batches": (_tiny_corpus, ["--tokenizer", "bytes", "--batch-size", "10"],
+    "more windows a step than there are": (_tiny_corpus, ["--tokenizer", "bytes", "--batch-size", "40"],
                                     "use fewer processes"),
     "missing data path": (lambda d: d / "nowhere.txt", ["--tokenizer", "bytes"], "does not exist"),
     "empty data file": (lambda d: _touch(d / "empty.txt"), ["--tokenizer", "bytes"], "is empty"),
@@ -179,17 +179,62 @@ BAD = {
 }
 
 
+def run_cli(*args) -> tuple[int, str, str]:
+    """`python -m utils.pretrain args` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from utils.pretrain import main
+
+    previous = signal.getsignal(signal.SIGTERM)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_a_clear_error_on_every_rank(case, tmp_path):
+def test_bad_input_is_a_clear_error(case, tmp_path):
+    """In one process: the CLI exits with 2 and one line that says what to do (no traceback)."""
     make, extra, message = BAD[case]
     if case == "token file of another tokenizer" and not (ROOT.parent / "shared" / "data" / "gpt2-bpe").is_dir():
         pytest.skip("GPT-2's tokenizer files (../shared/data/gpt2-bpe) are not here")
     (tmp_path / "data").mkdir()
     data = make(tmp_path / "data")
-    done = torchrun(2, "--data", data, "--out", tmp_path / "out", "--context-length", "16", "--max-steps", "2",
-                    "--no-progress", *extra, timeout=180)
+    code, _, err = run_cli("--data", data, "--out", tmp_path / "out", "--context-length", "16", "--max-steps", "2",
+                           "--no-progress", *extra)
+    assert code == 2 and err.startswith("error (rank 0): ") and message in err, err
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_a_bad_input_is_said_by_every_rank(tmp_path):
+    """Rank 0 finds the problem; every rank says it and exits (torchrun: the point is the second process)."""
+    done = torchrun(2, "--data", VERDICT, "--out", tmp_path / "out", "--tokenizer", "bytes", "--context-length", "16",
+                    "--max-steps", "2", "--no-progress", "--resume", timeout=180)
     assert done.returncode != 0
     for rank in (0, 1):
         lines = [line for line in done.stderr.splitlines() if line.startswith(f"error (rank {rank}): ")]
-        assert lines and message in lines[0], f"rank {rank} did not say {message!r}:\n{done.stderr[-3000:]}"
-    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+        assert lines and "no checkpoint at" in lines[0], f"rank {rank}:\n{done.stderr[-3000:]}"
+
+
+def test_no_progress_keeps_the_evaluation_lines_sample_and_summary(tmp_path):
+    code, out, err = run_cli("--data", VERDICT, "--out", tmp_path / "out", "--tokenizer", "bytes", "--context-length",
+                             "16", "--max-steps", "4", "--eval-every", "2", "--no-progress")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("1 process(es) on")
+    assert [line.split()[1] for line in lines if line.startswith("step ")] == ["2", "4"]
+    assert any(line.startswith("Every effort moves you") for line in lines)  # the sample after the epoch
+    assert lines[-1].startswith("4 steps, ") and "tokens/s" in lines[-1]
+    assert "|" not in out + err  # no progress bar
+
+
+def test_the_checkpoint_is_the_one_format(tmp_path):
+    from utils import GPTModel, load_checkpoint
+
+    in_process(tmp_path / "r", batch_size=2, dropout=0.0, max_steps=2)
+    payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt", GPTModel(weights(tmp_path / "r")["config"]))
+    assert payload["step"] == 2 and payload["run"]["world_size"] == 1

@@ -154,8 +154,6 @@ def test_dataset_truncates_with_a_warning(split_file, tokenizer):
 def test_dataset_max_length_beyond_context_is_an_error(split_file, tokenizer):
     with pytest.raises(ValueError, match="exceeds the model's context length 4"):
         SpamDataset(split_file, tokenizer, context_length=4)
-    with pytest.raises(ValueError, match="at least 1"):
-        SpamDataset(split_file, tokenizer, max_length=0)
 
 
 # --- the classifier ---------------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ def test_accuracy_on_a_hand_made_batch():
     loss = calc_classifier_loss_batch(inputs, labels, LastTokenParity(), "cpu")  # 3 right (1 vs 0), 1 wrong (0 vs 1)
     expected = (3 * torch.log(1 + torch.exp(torch.tensor(-1.0))) + torch.log(1 + torch.exp(torch.tensor(1.0)))) / 4
     assert torch.isclose(loss, expected)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="has no batches"):
         calc_accuracy_loader(DataLoader(TensorDataset(inputs, labels), batch_size=8, drop_last=True), LastTokenParity(), "cpu")
 
 
@@ -307,12 +305,6 @@ def test_classify_text(tokenizer):
     assert classify_text("Hey, are we still on for dinner?", model, tokenizer, "cpu", max_length=12) in ("spam", "not spam")
 
 
-@pytest.mark.parametrize("text", ["", "   \n"])
-def test_classify_empty_text_is_an_error(tokenizer, text):
-    with pytest.raises(ValueError, match="non-empty message"):
-        classify_text(text, tiny_classifier(), tokenizer, "cpu", max_length=12)
-
-
 def test_classify_long_text_is_truncated_with_a_warning(tokenizer):
     model = tiny_classifier()
     long_text = "win a free prize now " * 10
@@ -325,5 +317,5 @@ def test_classify_long_text_is_truncated_with_a_warning(tokenizer):
 
 
 def test_classify_max_length_beyond_context_is_an_error(tokenizer):
-    with pytest.raises(ValueError, match="exceeds the model's context length 16"):
+    with pytest.raises(ValueError, match="with 1 to 16 tokens"):
         classify_text("hello", tiny_classifier(), tokenizer, "cpu", max_length=120)

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import tiny_config, token_loaders
 
 from utils import (
-    GPT_CONFIG_124M,
+    Checkpointer,
+    CheckpointError,
     GPTModel,
     calc_loss_batch,
     evaluate_model,
@@ -16,21 +17,13 @@ from utils import (
     train_model,
     train_model_simple,
 )
-from utils.train import CheckpointError
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
+TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 SCHEDULE = dict(warmup_steps=2, initial_lr=1e-5, min_lr=1e-5, max_norm=0.5)
 
 
-def loaders(n_train=6, batch_size=2):
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
-    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
-    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False))
+loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
 
 
 def fresh(seed=123, lr=1e-2):
@@ -74,8 +67,10 @@ def book_train_model(model, train_loader, val_loader, optimizer, device, n_epoch
     return train_losses, val_losses, track_tokens_seen, track_lrs
 
 
-def ours(model, optimizer, train_loader, val_loader, **kwargs):
+def ours(model, optimizer, train_loader, val_loader, checkpoint_path=None, resume=False, **kwargs):
     kwargs = {**SCHEDULE, **kwargs}
+    if checkpoint_path:
+        kwargs["checkpointer"] = Checkpointer(checkpoint_path, resume=resume)
     return train_model(model, train_loader, val_loader, optimizer, CPU, num_epochs=3, eval_freq=2, eval_iter=1,
                        start_context=None, tokenizer=None, progress=False, **kwargs)
 
@@ -149,10 +144,10 @@ def test_simple_loop_resumes_as_before(tmp_path):
     model_b, opt_b = fresh(lr=1e-3)
     torch.manual_seed(5)
     train_model_simple(model_b, train_loader, val_loader, opt_b, CPU, 3, 2, 1, None, None, progress=False,
-                       checkpoint_path=path, max_steps=4)
+                       checkpointer=Checkpointer(path), max_steps=4)
     model_c, opt_c = fresh(seed=999, lr=1e-3)
     resumed = train_model_simple(model_c, train_loader, val_loader, opt_c, CPU, 3, 2, 1, None, None, progress=False,
-                                 checkpoint_path=path, resume=True)
+                                 checkpointer=Checkpointer(path, resume=True))
     assert resumed == whole and same_weights(model_a, model_c)
 
 
@@ -167,7 +162,7 @@ def test_resume_with_another_schedule_is_an_error(tmp_path):
     path2 = tmp_path / "simple.pth"
     model, opt = fresh()
     train_model_simple(model, train_loader, val_loader, opt, CPU, 3, 2, 1, None, None, progress=False,
-                       checkpoint_path=path2, max_steps=3)
+                       checkpointer=Checkpointer(path2), max_steps=3)
     with pytest.raises(CheckpointError, match="train_model_simple"):
         ours(model, opt, train_loader, val_loader, checkpoint_path=path2, resume=True)
 

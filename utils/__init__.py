@@ -3,6 +3,15 @@
 from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer
+from .checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    NonFiniteLossError,
+    TrainingRun,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .corpus import (
     ByteTokenizer,
     CorpusError,
@@ -27,24 +36,45 @@ from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gp
 from .instruct import (
     InstructionDataset,
     LengthGroupedBatchSampler,
-    OllamaError,
-    OllamaModelMissing,
-    OllamaTimeout,
-    OllamaUnreachable,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
-    judge_scores,
     lcs_length,
     length_grouped_loader,
     load_instruction_data,
-    ollama_reachable,
-    ollama_url,
     padding_fraction,
-    query_ollama,
     rouge_l_f1,
     split_data,
+)
+from .judge import (
+    OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
+    judge_scores,
+    ollama_reachable,
+    ollama_url,
+    query_ollama,
+)
+from .llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    GroupedQueryAttention,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaBlock,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    compute_rope_params,
+    count_unique_parameters,
+    load_hf_weights,
+    load_pretrained,
+    rope_inv_freq,
 )
 from .lora import (
     LinearWithLoRA,
@@ -88,18 +118,11 @@ from .spam import (
 )
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
-    CheckpointError,
-    NonFiniteLossError,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
     generate_and_print_sample,
-    load_checkpoint,
-    load_weights,
     perplexity,
-    read_checkpoint,
-    save_checkpoint,
-    save_weights,
     set_seed,
     train_model,
     train_model_simple,
@@ -129,8 +152,12 @@ __all__ = [
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
-    "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
+    "CheckpointError", "read_checkpoint",
+    "Checkpointer", "TrainingRun",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
+    "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
+    "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
     "FastSetting", "fast_setting",
     "LengthGroupedBatchSampler", "length_grouped_loader", "padding_fraction",
 ]

@@ -80,3 +80,14 @@ def atomic_write_text(path, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def check_token_ids(in_idx, vocab_size: int, context_length: int, cached: int = 0) -> None:
+    """Raise ValueError unless `in_idx` is `(batch, num_tokens)`, fits the context after `cached` tokens, ids < `vocab_size`."""
+    if in_idx.dim() != 2 or not 0 < in_idx.shape[1] <= context_length - cached:
+        raise ValueError(f"token ids must have shape (batch, num_tokens) with 1 to {context_length} tokens (the model's context length"
+                         f"{f', of which the KV cache already holds {cached}' if cached else ''}), got {tuple(in_idx.shape)}: add the batch "
+                         f"dimension with ids.unsqueeze(0), keep the last tokens with idx[:, -{context_length}:] (in generate: context_size <= {context_length})")
+    if not 0 <= int(in_idx.min()) <= int(in_idx.max()) < vocab_size:
+        raise ValueError(f"token ids must be in the model's vocabulary 0..{vocab_size - 1}, got ids "
+                         f"{int(in_idx.min())}..{int(in_idx.max())}: encode with the tokenizer the model was built for")

@@ -6,29 +6,12 @@ then `plt.show()` (a bare `plot_losses(...)` as a cell's last line would display
 
 from __future__ import annotations
 
-import numbers
-
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 
-def _check_numbers(values, name) -> int:
-    """len(values); TypeError unless `values` is a sequence (list, tensor, array) of plain numbers."""
-    if hasattr(values, "tolist"):  # a tensor or numpy array
-        values = values.tolist()
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a list of numbers (one per evaluation), got {type(values).__name__}")
-    if not all((isinstance(v, numbers.Real) and not isinstance(v, bool)) or getattr(v, "ndim", None) == 0 for v in values):
-        raise TypeError(f"{name} must hold plain numbers (use loss.item() for a tensor), got {list(values)[:3]!r}...")
-    return len(values)
-
-
 def _twin_plot(epochs_seen, seen, train_values, val_values, label, seen_label):
-    if not isinstance(label, str) or not label:
-        raise ValueError(f"label must be a non-empty string such as 'loss' or 'accuracy', got {label!r}")
-    _check_numbers(epochs_seen, "epochs_seen")
-    _check_numbers(seen, seen_label.lower().replace(" ", "_"))
-    if not _check_numbers(train_values, "train values") or not _check_numbers(val_values, "validation values"):
+    if len(train_values) == 0:
         raise ValueError("there is nothing to plot (no evaluation was recorded): train with a smaller eval_freq")
     if not (len(epochs_seen) == len(seen) == len(train_values) == len(val_values)):
         raise ValueError(

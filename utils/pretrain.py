@@ -21,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,11 +29,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from .checkpoint import CheckpointError, NonFiniteLossError, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .corpus import CorpusError, TokenFile, build_token_file, get_tokenizer, tokenizer_fingerprint, train_val_windows
 from .device import get_device
 from .model import GPT_CONFIG_124M, MODEL_SIZES, GPTModel
 from .schedule import clip_gradients, lr_at_step
-from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate_and_print_sample
+from .train import calc_loss_batch, evaluate_model, generate_and_print_sample
 
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
@@ -83,7 +83,8 @@ class _Ranks:
             dist.broadcast_object_list(box, src=0)
             outcome = box[0]
         if outcome[0] == "error":
-            cls = {"CorpusError": CorpusError, "NonFiniteLossError": NonFiniteLossError}.get(outcome[1])
+            cls = {"CorpusError": CorpusError, "NonFiniteLossError": NonFiniteLossError,
+                   "CheckpointError": CheckpointError}.get(outcome[1])
             cls = cls or getattr(builtins, outcome[1], None)
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                 cls = RuntimeError
@@ -151,38 +152,16 @@ def _check_settings(s: dict) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict:
+    """The payload of `<out>/checkpoint.pt` (read_checkpoint's errors), or an error saying what to give instead."""
     if not path.exists():
         raise FileNotFoundError(
             f"--resume: there is no checkpoint at {path}: start without --resume, or give the --out folder "
             "of the run to continue"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    payload = read_checkpoint(path)
+    if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a utils.pretrain checkpoint ({CHECKPOINT_FORMAT}): give its --out folder")
     return payload
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def pretrain(
@@ -241,9 +220,7 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
         from .tokenizer import gpt2_tokenizer
 
         tokenizer = gpt2_tokenizer()
-    say = print if ranks.main and progress else (lambda *a, **k: None)
     data = Path(data)
-    checkpoint_path = out / "checkpoint.pt"
 
     # 1. The token file: built (or reused) by rank 0; every rank then maps it.
     def make_token_file():
@@ -251,8 +228,7 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
             return str(TokenFile(data.with_suffix(".bin"), tokenizer).path)
         return str(build_token_file(data, out / "tokens.bin", tokenizer, progress=progress).path)
 
-    token_path = ranks.shared(make_token_file)
-    token_file = TokenFile(token_path, tokenizer)
+    token_file = TokenFile(ranks.shared(make_token_file), tokenizer)
     train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
     sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
                                  drop_last=True)
@@ -265,150 +241,186 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
             "--batch-size or --context-length, or more text"
         )
     total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
     if s["warmup_steps"] > total_steps:
         raise ValueError(f"warmup_steps={s['warmup_steps']} is more than the {total_steps} steps of the run")
-    if min_lr > s["lr"]:
-        min_lr = s["lr"]  # a tiny peak learning rate: keep it flat rather than refuse
     run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
            "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
 
     # 2. The model and optimizer, from a checkpoint when resuming (read by rank 0, sent to all).
     config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
-    state = ranks.shared(lambda: _load_checkpoint(checkpoint_path)) if resume else None
+    token_id = {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}
+    state = ranks.shared(lambda: _load_checkpoint(out / "checkpoint.pt")) if resume else None
     if state is not None:
-        problems = [f"{k}: checkpoint {state['run'][k]!r}, now {run[k]!r}" for k in RESUME_KEYS
-                    if state["run"].get(k) != run[k]]
-        if state["config"] != config:
-            problems.append(f"model config: checkpoint {state['config']}, now {config}")
-        if state["token_file"] != {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}:
-            problems.append("the token file differs from the one the checkpoint trained on")
-        if problems:
-            raise ValueError(f"cannot resume {checkpoint_path}: settings differ ({'; '.join(problems)}); "
-                             "resume with the settings of the first run, or start afresh without --resume")
+        _check_resume(state, run, config, token_id, out / "checkpoint.pt")
     torch.manual_seed(seed)
     gpt = GPTModel(config).to(ranks.device)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
-    step, tokens_seen = 0, 0
-    history = {"steps": [], "train_losses": [], "val_losses": [], "tokens_seen": []}
     torch.manual_seed(seed + 1 + ranks.rank)  # dropout: a different stream on every rank
+
+    # 3. The steps (min_lr is capped at a tiny peak learning rate: keep it flat rather than refuse).
+    training = _Training(ranks, gpt, optimizer, train_ds, val_ds, sampler, s, steps_per_epoch, total_steps,
+                         min(min_lr, s["lr"]), grad_clip, out / "checkpoint.pt", progress)
+    training.meta = {"format": CHECKPOINT_FORMAT, "config": config, "run": run, "token_file": token_id}
     if state is not None:
-        gpt.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
-        _set_rng_state(state["rng"][ranks.rank], ranks.device)
-        say(f"resuming {checkpoint_path.name} at step {step} of {total_steps}")
-    net = gpt
-    if ranks.distributed:
-        from torch.nn.parallel import DistributedDataParallel
+        training.restore(state)
+    return training.train(tokenizer, prompt, sample_tokens)
 
-        device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-        # the only buffers are the causal masks, equal everywhere: no need to send them at every step
-        quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                 else {"broadcast_buffers": False})
-        net = DistributedDataParallel(gpt, device_ids=device_ids, **quiet)
 
-    def loader(dataset, batch_size, order=None):  # a private generator: never draws from torch's global one
+def _check_resume(state: dict, run: dict, config: dict, token_id: dict, path: Path) -> None:
+    """ValueError listing every setting of this run that differs from the checkpoint's."""
+    problems = [f"{k}: checkpoint {state['run'][k]!r}, now {run[k]!r}" for k in RESUME_KEYS
+                if state["run"].get(k) != run[k]]
+    if state["config"] != config:
+        problems.append(f"model config: checkpoint {state['config']}, now {config}")
+    if state["token_file"] != token_id:
+        problems.append("the token file differs from the one the checkpoint trained on")
+    if problems:
+        raise ValueError(f"cannot resume {path}: settings differ ({'; '.join(problems)}); "
+                         "resume with the settings of the first run, or start afresh without --resume")
+
+
+class _Training:
+    """The steps of one run on this rank: the shards of each epoch, the schedule, evaluation and checkpoints."""
+
+    def __init__(self, ranks, gpt, optimizer, train_ds, val_ds, sampler, s, steps_per_epoch, total_steps, min_lr,
+                 grad_clip, checkpoint_path, progress):
+        self.ranks, self.gpt, self.optimizer, self.train_ds, self.sampler, self.s = ranks, gpt, optimizer, train_ds, sampler, s
+        self.steps_per_epoch, self.total_steps, self.min_lr, self.grad_clip = steps_per_epoch, total_steps, min_lr, grad_clip
+        self.checkpoint_path, self.progress, self.meta = checkpoint_path, progress, {}
+        self.step, self.tokens_seen = 0, 0
+        self.history = {"steps": [], "train_losses": [], "val_losses": [], "tokens_seen": []}
+        self.say = print if ranks.main else (lambda *a, **k: None)  # --no-progress drops only the bar
+        self.net = gpt
+        if ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+            # the only buffers are the causal masks, equal everywhere: no need to send them at every step
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+                DistributedDataParallel).parameters else {"broadcast_buffers": False})
+            self.net = DistributedDataParallel(gpt, device_ids=device_ids, **quiet)
+        # evaluation on rank 0 uses batches as large as a whole step, so the logs are the same for any process count
+        self.train_eval_loader = self.loader(train_ds, s["batch_size"] * ranks.world)
+        self.val_loader = self.loader(val_ds, s["batch_size"] * ranks.world)
+
+    @staticmethod
+    def loader(dataset, batch_size, order=None):
+        """Batches of `dataset` in `order`; a private generator, so it never draws from torch's global one."""
         return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, drop_last=order is not None,
                           generator=torch.Generator())
 
-    # evaluation on rank 0 uses batches as large as a whole step, so the logs are the same for any process count
-    train_eval_loader = loader(train_ds, s["batch_size"] * ranks.world)
-    val_loader = loader(val_ds, s["batch_size"] * ranks.world)
+    def restore(self, state: dict) -> None:
+        self.gpt.load_state_dict(state["model_state_dict"])
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        self.step, self.tokens_seen, self.history = state["step"], state["tokens_seen"], state["history"]
+        set_rng_state(state["rng"][self.ranks.rank])
+        self.say(f"resuming {self.checkpoint_path.name} at step {self.step} of {self.total_steps}")
 
-    def save_checkpoint():
-        rngs = [None] * ranks.world
-        if ranks.distributed:
-            dist.all_gather_object(rngs, _rng_state(ranks.device))
+    def save(self) -> None:
+        """Every rank's random state, and (on rank 0) the one checkpoint format of utils.checkpoint."""
+        rngs = [None] * self.ranks.world
+        if self.ranks.distributed:
+            dist.all_gather_object(rngs, rng_state())
         else:
-            rngs = [_rng_state(ranks.device)]
-        if ranks.main:
-            payload = {"format": CHECKPOINT_FORMAT, "model": gpt.state_dict(), "optimizer": optimizer.state_dict(),
-                       "config": config, "run": run, "step": step, "tokens_seen": tokens_seen, "history": history,
-                       "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs],
-                       "token_file": {"num_tokens": token_file.num_tokens,
-                                      "tokenizer": tokenizer_fingerprint(tokenizer)}}
-            _save_atomic(payload, checkpoint_path)
+            rngs = [rng_state()]
+        if self.ranks.main:
+            save_checkpoint(self.checkpoint_path, self.gpt, self.optimizer, **self.meta, step=self.step,
+                            tokens_seen=self.tokens_seen, history=self.history,
+                            rng=[{k: v.cpu() for k, v in r.items()} for r in rngs])
 
-    say(f"{ranks.world} process(es) on {ranks.device.type}, {sum(p.numel() for p in gpt.parameters()):,} parameters, "
-        f"{len(train_ds):,} training windows, {steps_per_epoch} steps per epoch, {total_steps} steps")
-    from tqdm import tqdm
+    def train_step(self, inputs, targets, interrupt) -> tuple:
+        """One optimizer step on this rank's batch; (the loss over all ranks, whether any rank was asked to stop)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at_step(self.step, self.total_steps, self.s["lr"], self.s["warmup_steps"], self.min_lr,
+                                     self.min_lr)
+        self.optimizer.zero_grad()
+        loss = calc_loss_batch(inputs, targets, self.net, self.ranks.device)
+        loss.backward()
+        # the loss of the whole step and whether any process was asked to stop, the same on every rank
+        shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
+        if self.ranks.distributed:
+            shared = shared.to(self.ranks.device)
+            dist.all_reduce(shared)
+            shared = shared.cpu()
+        mean_loss, stop_now = shared[0] / self.ranks.world, bool(shared[1] > 0)
+        if not torch.isfinite(mean_loss):
+            raise NonFiniteLossError(
+                f"the loss became {mean_loss.item()} at step {self.step}: lower --lr, or resume from the last checkpoint"
+            )
+        if self.grad_clip:
+            clip_gradients(self.gpt.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.tokens_seen += inputs.numel() * self.ranks.world
+        return mean_loss, stop_now
 
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ranks.main and progress),
-               mininterval=1.0, ncols=90, file=sys.stdout)
-    stopped_early, train_time, trained_tokens = False, 0.0, 0
-    interrupt = _StopAtStepEnd()
-    try:
-        for epoch in range(step // steps_per_epoch, num_epochs):
-            sampler.set_epoch(epoch)
-            first = step - epoch * steps_per_epoch  # batches of this epoch already done (when resuming)
-            order = list(sampler)[first * s["batch_size"]:]
-            gpt.train()
-            started = time.perf_counter()
-            for inputs, targets in loader(train_ds, s["batch_size"], order):
-                if step >= total_steps:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(step, total_steps, s["lr"], s["warmup_steps"], min_lr, min_lr)
-                optimizer.zero_grad()
-                loss = calc_loss_batch(inputs, targets, net, ranks.device)
-                loss.backward()
-                # the loss of the whole step and whether any process was asked to stop, the same on every rank
-                shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
-                if ranks.distributed:
-                    shared = shared.to(ranks.device)
-                    dist.all_reduce(shared)
-                    shared = shared.cpu()
-                mean_loss, stop_now = shared[0] / ranks.world, bool(shared[1] > 0)
-                if not torch.isfinite(mean_loss):
-                    raise NonFiniteLossError(
-                        f"the loss became {mean_loss.item()} at step {step}: lower --lr, or resume from the last "
-                        "checkpoint"
-                    )
-                if grad_clip:
-                    clip_gradients(gpt.parameters(), grad_clip)
-                optimizer.step()
-                step += 1
-                tokens_seen += inputs.numel() * ranks.world
-                trained_tokens += inputs.numel() * ranks.world
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss.item():.3f}", refresh=False)
-                if step % s["eval_every"] == 0 or step == total_steps:
-                    train_time += time.perf_counter() - started
-                    if ranks.main:
-                        tl, vl = evaluate_model(gpt, train_eval_loader, val_loader, ranks.device, s["eval_batches"])
-                        history["steps"].append(step)
-                        history["train_losses"].append(tl)
-                        history["val_losses"].append(vl)
-                        history["tokens_seen"].append(tokens_seen)
-                        if progress:
-                            bar.write(f"step {step:6d}  epoch {epoch + 1}  train loss {tl:.3f}  val loss {vl:.3f}")
-                    started = time.perf_counter()
-                if (s["checkpoint_every"] and step % s["checkpoint_every"] == 0) or step == total_steps:
-                    save_checkpoint()
-                if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
-                    save_checkpoint()
-                    say(f"\ninterrupted: saved step {step} to {checkpoint_path.name}; continue with --resume")
-                    raise KeyboardInterrupt(f"interrupted after step {step}")
-                if s["stop_after"] and step >= s["stop_after"] and step < total_steps:
-                    save_checkpoint()
-                    stopped_early = True
-                    break
-            train_time += time.perf_counter() - started
-            if stopped_early:
+    def evaluate(self, epoch: int, bar) -> None:
+        """Train and val loss on rank 0, kept in the history and printed (also with --no-progress)."""
+        if self.ranks.main:
+            tl, vl = evaluate_model(self.gpt, self.train_eval_loader, self.val_loader, self.ranks.device,
+                                    self.s["eval_batches"])
+            for key, value in zip(self.history, (self.step, tl, vl, self.tokens_seen)):
+                self.history[key].append(value)
+            bar.write(f"step {self.step:6d}  epoch {epoch + 1}  train loss {tl:.3f}  val loss {vl:.3f}")
+
+    def epoch(self, epoch: int, bar, interrupt) -> tuple:
+        """The rest of epoch `epoch`; (seconds trained, tokens trained, stopped early)."""
+        self.sampler.set_epoch(epoch)
+        first = self.step - epoch * self.steps_per_epoch  # batches of this epoch already done (when resuming)
+        order = list(self.sampler)[first * self.s["batch_size"]:]
+        self.gpt.train()
+        seconds, tokens, started = 0.0, 0, time.perf_counter()
+        for inputs, targets in self.loader(self.train_ds, self.s["batch_size"], order):
+            if self.step >= self.total_steps:
                 break
-            if ranks.main and prompt and progress:
-                bar.clear()
-                generate_and_print_sample(gpt, tokenizer, ranks.device, prompt, sample_tokens)
-    finally:
-        interrupt.restore()
-        bar.close()
-    speed = trained_tokens / train_time if train_time > 0 else float("nan")
-    if stopped_early:
-        say(f"stopped after step {step} (stop_after): checkpoint saved; continue with --resume")
-    say(f"{step} steps, {tokens_seen:,} tokens seen; {speed:,.0f} tokens/s over all processes")
-    return {"model": gpt, "config": config, **history, "tokens_per_second": speed, "checkpoint": checkpoint_path,
-            "stopped_early": stopped_early, "world_size": ranks.world}
+            mean_loss, stop_now = self.train_step(inputs, targets, interrupt)
+            tokens += inputs.numel() * self.ranks.world
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss.item():.3f}", refresh=False)
+            if self.step % self.s["eval_every"] == 0 or self.step == self.total_steps:
+                seconds += time.perf_counter() - started
+                self.evaluate(epoch, bar)
+                started = time.perf_counter()
+            if (self.s["checkpoint_every"] and self.step % self.s["checkpoint_every"] == 0) or self.step == self.total_steps:
+                self.save()
+            if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
+                self.save()
+                self.say(f"\ninterrupted: saved step {self.step} to {self.checkpoint_path.name}; continue with --resume")
+                raise KeyboardInterrupt(f"interrupted after step {self.step}")
+            if self.s["stop_after"] and self.step >= self.s["stop_after"] and self.step < self.total_steps:
+                self.save()
+                return seconds + time.perf_counter() - started, tokens, True
+        return seconds + time.perf_counter() - started, tokens, False
+
+    def train(self, tokenizer, prompt, sample_tokens) -> dict:
+        """Every epoch from where the run stands, a sample after each; the summary dict of `pretrain`."""
+        from tqdm import tqdm
+
+        self.say(f"{self.ranks.world} process(es) on {self.ranks.device.type}, "
+                 f"{sum(p.numel() for p in self.gpt.parameters()):,} parameters, {len(self.train_ds):,} training "
+                 f"windows, {self.steps_per_epoch} steps per epoch, {self.total_steps} steps")
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not (self.ranks.main and self.progress),
+                   mininterval=1.0, ncols=90, file=sys.stdout)
+        stopped_early, train_time, trained_tokens = False, 0.0, 0
+        interrupt = _StopAtStepEnd()
+        try:
+            for epoch in range(self.step // self.steps_per_epoch, math.ceil(self.total_steps / self.steps_per_epoch)):
+                seconds, tokens, stopped_early = self.epoch(epoch, bar, interrupt)
+                train_time, trained_tokens = train_time + seconds, trained_tokens + tokens
+                if stopped_early:
+                    break
+                if self.ranks.main and prompt:
+                    bar.clear()
+                    generate_and_print_sample(self.gpt, tokenizer, self.ranks.device, prompt, sample_tokens)
+        finally:
+            interrupt.restore()
+            bar.close()
+        speed = trained_tokens / train_time if train_time > 0 else float("nan")
+        if stopped_early:
+            self.say(f"stopped after step {self.step} (stop_after): checkpoint saved; continue with --resume")
+        self.say(f"{self.step} steps, {self.tokens_seen:,} tokens seen; {speed:,.0f} tokens/s over all processes")
+        return {"model": self.gpt, "config": self.meta["config"], **self.history, "tokens_per_second": speed,
+                "checkpoint": self.checkpoint_path, "stopped_early": stopped_early, "world_size": self.ranks.world}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -438,7 +450,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "utils.bpe.BPETokenizer (trained on your text, notebook 02b)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best there is)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after step N as if interrupted (try --resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or logs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the evaluation lines, samples and summary stay)")
     return p.parse_args(argv)
 
 

@@ -33,7 +33,8 @@ def same_weights(answer):
                     "with the same d_in and d_out")
     if not torch.allclose(out1, out2, atol=1e-6):
         raise Wrong("the two modules still give different outputs. Hint: nn.Linear stores its weight as "
-                    "(d_out, d_in); SelfAttention_v1 multiplies x @ W, so it needs the transpose (.weight.T)")
+                    "(d_out, d_in) and computes x @ weight.T, while SelfAttention_v1 computes x @ W: what shape "
+                    "must W have?")
     return "same weights, same outputs: nn.Linear is a matrix multiplication with a transposed weight"
 
 
@@ -41,6 +42,10 @@ def same_weights(answer):
 def two_heads_of_width_one(answer):
     model = module(answer, "the answer")
     x = torch.stack((book_inputs(), book_inputs()))  # (2, 6, 3)
+    shortest = min((b.shape[-1] for name, b in model.named_buffers() if name.endswith("mask")), default=6)
+    if shortest < 6:
+        raise Wrong(f"the causal mask covers {shortest} tokens, but the batch holds 6. Hint: context_length is the "
+                    "longest input a module can read; it must be at least the number of tokens")
     out = call_eval(model, x)
     heads = len(model.heads) if hasattr(model, "heads") else getattr(model, "num_heads", None)
     if heads is not None and heads != 2:
@@ -91,5 +96,5 @@ def scaled_softmax(answer):
         raise Wrong("the two weights are swapped: the unscaled softmax is the sharper one")
     if math.isclose(scaled, torch.softmax(scores / 64, dim=-1).max().item(), abs_tol=1e-4):
         raise Wrong("the scaled weight is off. Hint: divide by the square root of d_k, not by d_k")
-    raise Wrong("the weights are off. Hint: seed a torch.Generator with 123, draw the query then the keys, "
-                "scores = keys @ query, softmax over the 6 scores, take the largest")
+    raise Wrong("the weights are off. Hint: draw from one generator seeded with 123, the query first, then the "
+                "keys; softmax over the six scores, and take the largest weight")

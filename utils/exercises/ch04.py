@@ -33,9 +33,10 @@ def block_parameters(answer):
     if (ff, att) == (exp_att, exp_ff):
         raise Wrong("the two counts are swapped: feed-forward first, then attention")
     if ff != exp_ff:
-        raise Wrong("the feed-forward count is off. Hint: sum(p.numel() for p in block.ff.parameters()) "
-                    "for one TransformerBlock(GPT_CONFIG_124M); both Linear layers have a bias")
-    raise Wrong("the attention count is off. Hint: count block.att's parameters (query, key, value, out_proj)")
+        raise Wrong("the feed-forward count is off. Hint: two Linear layers, 768 -> 3072 -> 768, each with a "
+                    "weight and a bias")
+    raise Wrong("the attention count is off. Hint: four projections (query, key, value, output); which of them "
+                "have a bias in GPT_CONFIG_124M?")
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,10 +68,11 @@ def larger_gpt2_sizes(answer):
         if g_total == tied:
             raise Wrong(f"{name}: the total already leaves out the output head; count it, then subtract it for tying")
         if g_total != total:
-            raise Wrong(f"{name}: the total is off. Hint: GPT_CONFIG_124M with emb_dim, n_layers and n_heads "
-                        "changed (context_length 1024, qkv_bias False), then sum(p.numel() ...)")
+            raise Wrong(f"{name}: the total is off. Hint: only emb_dim, n_layers and n_heads change; everything "
+                        "else stays as in GPT_CONFIG_124M")
         if g_tied != tied:
-            raise Wrong(f"{name}: the count with weight tying is off. Hint: subtract out_head.weight.numel()")
+            raise Wrong(f"{name}: the count with weight tying is off. Hint: the output head shares its weight "
+                        "matrix with the token embedding, so that matrix counts once")
         if abs(g_mb - mb) > 0.5:
             hint = "1 MB = 1024 * 1024 bytes" if abs(g_mb - total * 4 / 1e6) < 0.5 else "4 bytes per float32 parameter"
             raise Wrong(f"{name}: the size in MB is off. Hint: {hint}")

@@ -112,8 +112,8 @@ def resumed_optimizer(answer):
     if not steps:
         raise Wrong("the optimizer has no state: it never stepped. Hint: load optimizer_state_dict, then train")
     if steps == {per_epoch} and before > 0:
-        raise Wrong("the optimizer counted only the new epoch's steps: it started fresh. Hint: "
-                    "optimizer.load_state_dict(checkpoint['optimizer_state_dict']) before training")
+        raise Wrong("the optimizer counted only the new epoch's steps: it started fresh. Hint: restore the "
+                    "optimizer's saved state too, not only the model's, before training")
     if steps == {before}:
         raise Wrong("the optimizer's step count is where the checkpoint left it: train one more epoch")
     if steps != {before + per_epoch}:
@@ -129,7 +129,7 @@ def verdict_loaders():
 
     text = the_verdict()
     split = int(0.90 * len(text))
-    kwargs = {"batch_size": 2, "max_length": 256, "stride": 256, "shuffle": False, "tokenizer": tokenizer()}
+    kwargs = {"batch_size": 2, "max_length": 256, "stride": 256, "shuffle": False}
     return (create_dataloader_v1(text[:split], drop_last=True, **kwargs),
             create_dataloader_v1(text[split:], drop_last=False, **kwargs))
 
@@ -197,5 +197,5 @@ def sentence_perplexity(answer):
         return "exp(mean cross-entropy): on average the model hesitates between about that many tokens"
     if math.isclose(ppl, loss, rel_tol=1e-3):
         raise Wrong("that is the cross-entropy loss; perplexity is exp(loss)")
-    raise Wrong("not this model's perplexity on that sentence. Hint: inputs are tokens 0..n-2, targets 1..n-1 "
-                "(shifted by one), mean cross-entropy, then exp; model.eval()")
+    raise Wrong("not this model's perplexity on that sentence. Hint: each token is predicted from the ones before "
+                "it (targets shifted by one); perplexity is exp of the mean cross-entropy, with dropout off")

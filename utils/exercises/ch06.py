@@ -7,7 +7,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from .core import Wrong, count_params, exercise, items, meta_model, module, tensor, whole_number
+from .core import Wrong, answer_tensor, count_params, exercise, items, meta_model, module, whole_number
 
 
 @exercise("6.1")
@@ -24,8 +24,9 @@ def padded_to_context(answer):
         hint = ("max_length=None pads to the longest message only" if dataset.max_length < context
                 else "the model cannot read more tokens than its context length")
         raise Wrong(f"the messages are padded to {length} tokens, not to the model's context length. Hint: {hint}; "
-                    "pass max_length=model.pos_emb.weight.shape[0]")
-    return "every message now fills the whole context, mostly padding: slower, and the book found it no more accurate"
+                    "the context length is the number of rows of the position embedding")
+    return ("every message now fills the whole context, mostly padding: much slower, and the book found it less "
+            "accurate (the last position, which the classifier reads, is now padding)")
 
 
 @exercise("6.2")
@@ -33,7 +34,7 @@ def every_layer_trains(answer):
     model = module(answer, "the answer")
     head = getattr(model, "out_head", None)
     if not isinstance(head, nn.Linear) or head.out_features != 2:
-        raise Wrong("the output head should map to 2 classes. Hint: model.out_head = nn.Linear(emb_dim, 2)")
+        raise Wrong("the output head should map to 2 classes. Hint: replace the output head as the chapter does")
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
     if frozen:
         raise Wrong(f"{len(frozen)} parameter tensors are still frozen (e.g. {frozen[0]}). Hint: set requires_grad "
@@ -51,14 +52,15 @@ def first_token_logits(answer):
         got = answer(outputs)
     except Exception as exc:  # noqa: BLE001
         raise Wrong(f"calling it on a (3, 5, 2) tensor raised {type(exc).__name__}: {exc}") from None
-    got = tensor(got, "what it returns")
+    got = answer_tensor(got, "what it returns")
     if tuple(got.shape) != (3, 2):
         raise Wrong(f"on (batch=3, num_tokens=5, classes=2) outputs it returns shape {tuple(got.shape)}, not (3, 2). "
                     "Hint: index the token axis (dim 1), keep batch and classes")
     if torch.equal(got, outputs[:, -1, :]):
         raise Wrong("that is the last token, the chapter's choice; this exercise uses the first one")
     if not torch.equal(got, outputs[:, 0, :]):
-        raise Wrong("those are not the first token's logits. Hint: outputs[:, 0, :]")
+        raise Wrong("those are not the first token's logits. Hint: the first position along the token axis, for "
+                    "every message of the batch")
     return ("the first token sees only itself under the causal mask, so it knows nothing of the rest of the message: "
             "expect much lower accuracy")
 
@@ -77,11 +79,16 @@ def classifier_trainable() -> int:
 
 @exercise("6.4")
 def trainable_count(answer):
+    from ..model import gpt2_config
+
     n = whole_number(answer, "the answer")
     expected = classifier_trainable()
     if n == expected:
         return f"{n:,} of about 124M parameters train (about {100 * n / 124.4e6:.0f}%)"
     if n > 20 * expected:
         raise Wrong("that counts every parameter; count only those with requires_grad=True")
-    raise Wrong("the trainable count is off. Hint: prepare_classifier on GPTModel(gpt2_config('124M')): the last "
-                "block, the final LayerNorm and the new 2-class head (with its bias)")
+    if n == expected - 3 * gpt2_config("124M")["emb_dim"]:
+        raise Wrong("that is the count of a model without query/key/value biases (qkv_bias=False, like the "
+                    "chapter-5 fallback model). Hint: OpenAI's GPT-2 has them: build from gpt2_config('124M')")
+    raise Wrong("the trainable count is off. Hint: what prepare_classifier leaves trainable: the last block, the "
+                "final LayerNorm and the new head; count each with everything it holds")

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from .core import Wrong, count_params, exercise, items, meta_model, tensor, token_ids, tokenizer, whole_number
+from .core import Wrong, answer_tensor, count_params, exercise, items, meta_model, token_ids, tokenizer, whole_number
 
 ALPACA_FULL_SIZE = 52_002  # entries in Stanford Alpaca's alpaca_data.json (exercise 7.3)
 # Two instruction entries for exercises 7.1 and 7.2 (one with an input, one without).
@@ -37,8 +37,9 @@ def phi3_format(answer):
             raise Wrong("that is still the Alpaca style; the Phi-3 style starts with '<|user|>' and a newline")
         if got != phi3_prompt(entry):
             which = "with" if entry["input"] else "without"
-            raise Wrong(f"the prompt for an entry {which} an input is not the Phi-3 style asked for. Hint: "
-                        "'<|user|>\\n' + instruction, then '\\n' + input only when there is one; no trailing newline")
+            raise Wrong(f"the prompt for an entry {which} an input is not the Phi-3 style asked for. Hint: compare "
+                        "it with the statement's example character by character: the newlines, and the input line "
+                        "only when there is an input")
     return "shorter prompts: fewer tokens per entry, so training is a little faster"
 
 
@@ -72,15 +73,15 @@ def instruction_masked(answer):
     except Exception as exc:  # noqa: BLE001
         raise Wrong(f"calling it on exercises.example_items() raised {type(exc).__name__}: {exc}") from None
     inputs, targets = items(got, "(inputs, targets)")
-    inputs, targets = tensor(inputs, "inputs"), tensor(targets, "targets")
+    inputs, targets = answer_tensor(inputs, "inputs"), answer_tensor(targets, "targets")
     exp_inputs, exp_targets = expected_masked(batch)
     if tuple(targets.shape) != tuple(exp_targets.shape) or not torch.equal(inputs, exp_inputs):
         raise Wrong("the inputs or the shapes differ from custom_collate_fn's: mask only the targets, pad as before")
     if torch.equal(targets, custom_collate_fn([ids for _, ids in batch])[1]):
-        raise Wrong("no prompt target is masked yet. Hint: set the targets of the prompt's positions to -100")
+        raise Wrong("no prompt target is masked yet. Hint: the loss skips every target equal to the ignore index")
     if not torch.equal(targets, exp_targets):
-        raise Wrong("the masked positions are off by some. Hint: targets are shifted by one, so masking the prompt's "
-                    "n tokens means the first n - 1 targets; the response's first token stays")
+        raise Wrong("the masked positions are off by some. Hint: target t is the token at position t + 1. Which "
+                    "targets predict a prompt token, and which one predicts the response's first token?")
     return "the loss now counts only the response (and the end-of-text token)"
 
 
@@ -142,7 +143,9 @@ def loss_positions(answer):
     if count == expected:
         return "every real token and one end-of-text token per entry count; the rest of the padding does not"
     if count == targets.numel():
-        raise Wrong("that counts every target, padding included. Hint: (targets != -100).sum()")
+        raise Wrong("that counts every target, padding included. Hint: the collate function marks the targets "
+                    "the loss skips")
     if count == expected - len(batch):
         raise Wrong("the end-of-text token right after each response counts too: the model must learn to stop")
-    raise Wrong("the count is off. Hint: inputs, targets = custom_collate_fn(batch); (targets != -100).sum()")
+    raise Wrong("the count is off. Hint: collate the batch as the chapter does and count the targets the loss "
+                "does not skip")

@@ -101,7 +101,7 @@ def token_ids(value, what: str) -> list[int]:
     return list(value)
 
 
-def tensor(value, what: str) -> torch.Tensor:
+def answer_tensor(value, what: str) -> torch.Tensor:
     """`value` as a detached CPU tensor."""
     if not isinstance(value, torch.Tensor):
         raise Wrong(f"{what} should be a tensor, got {type(value).__name__}")
