@@ -16,6 +16,7 @@ from utils import (
     MultiHeadAttention,
     SpamDataset,
     TransformerBlock,
+    calc_loss_batch,
     create_dataloader_v1,
     custom_collate_fn,
     gpt2_config,
@@ -401,6 +402,31 @@ def answers_8_4():
     return (14, 15, 3), [(15, 14, 3), (14, 15, 2), (32, 0, 0)]
 
 
+def answers_5c_1():
+    def accumulate(model, inputs, targets, micro_batches):
+        for x, y in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches)):
+            (calc_loss_batch(x, y, model, "cpu") / micro_batches).backward()
+
+    def summed(model, inputs, targets, micro_batches):  # forgets to divide: 4x the gradient
+        for x, y in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches)):
+            calc_loss_batch(x, y, model, "cpu").backward()
+
+    def first_only(model, inputs, targets, micro_batches):
+        calc_loss_batch(inputs[:2], targets[:2], model, "cpu").backward()
+
+    return accumulate, [summed, first_only, 42]
+
+
+def answers_5c_2():
+    return 2 ** -7, [2 ** -23, 2 ** -8, "small"]
+
+
+def _exercise_id(name: str) -> str:
+    """answers_4_1 -> "4.1", answers_a_1 -> "A.1", answers_5c_1 -> "5c.1"."""
+    chapter, number = name.removeprefix("answers_").split("_")
+    return f"{chapter.upper() if chapter.isalpha() else chapter}.{number}"
+
+
 class PhiChatTemplate:  # exercise 9.1's answer (as in solutions/09_solutions.ipynb)
     def __init__(self, tokenizer, end_of_turn=True, generation_prompt="<|assistant|>\n"):
         self.tokenizer, self.stop_ids = tokenizer, {50256}
@@ -431,8 +457,7 @@ def answers_9_3():
     return 3, [5, 4, 0]
 
 
-ANSWERS = {name.removeprefix("answers_").replace("_", ".").upper(): f for name, f in dict(globals()).items()
-           if name.startswith("answers_")}
+ANSWERS = {_exercise_id(name): f for name, f in dict(globals()).items() if name.startswith("answers_")}
 
 
 def test_every_exercise_has_answers():

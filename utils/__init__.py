@@ -21,7 +21,7 @@ from .corpus import (
     write_series_corpus,
 )
 from .data import GPTDatasetV1, create_dataloader_v1
-from .device import bf16_support, get_device
+from .device import FastSetting, bf16_support, fast_setting, get_device
 from .extras import TrainingExtras, check_finite
 from .generate import (
     generate,
@@ -35,12 +35,15 @@ from .generate import (
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
+    LengthGroupedBatchSampler,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
     lcs_length,
+    length_grouped_loader,
     load_instruction_data,
+    padding_fraction,
     rouge_l_f1,
     side_by_side,
     split_data,
@@ -157,4 +160,6 @@ __all__ = [
     "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
     "side_by_side",
     "plot_model_diagram", "record_output_shapes",
+    "FastSetting", "fast_setting",
+    "LengthGroupedBatchSampler", "length_grouped_loader", "padding_fraction",
 ]

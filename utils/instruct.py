@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .checks import END_OF_TEXT_ID, atomic_write_text, check_file
+from .checks import END_OF_TEXT_ID, atomic_write_text, check_file, check_int
 from .generate import generate, text_to_token_ids
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips targets with this value
@@ -267,3 +267,48 @@ def side_by_side(entry: dict, book_response: str, width: int = 29) -> str:
     for i in range(max(len(w) for w in wrapped)):
         lines.append(" | ".join(f"{(w[i] if i < len(w) else ''):<{width}}" for w in wrapped))
     return "\n".join(lines) + "\n"
+
+
+# --- length-grouped batches (the fast setting of chapter 7; off for the book's numbers) ---------------------------
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices of similar lengths: shuffle, sort each group of `group_batches` batches by length, cut
+    into batches, shuffle the batches. Less padding; still a new random order every epoch (torch's random state)."""
+
+    def __init__(self, lengths, batch_size: int, drop_last: bool = True, group_batches: int = 50):
+        check_int(batch_size, "batch_size"), check_int(group_batches, "group_batches")
+        self.lengths, self.batch_size, self.drop_last = list(lengths), batch_size, drop_last
+        self.group = batch_size * group_batches
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths)).tolist()
+        batches = []
+        for start in range(0, len(order), self.group):
+            group = sorted(order[start:start + self.group], key=lambda i: self.lengths[i], reverse=True)
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for i in torch.randperm(len(batches)).tolist():
+            yield batches[i]
+
+    def __len__(self):
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+
+def length_grouped_loader(loader, group_batches: int = 50):
+    """`loader` (over an InstructionDataset) with length-grouped batches: the same entries an epoch, less padding."""
+    sampler = LengthGroupedBatchSampler([len(item) for item in loader.dataset], loader.batch_size, loader.drop_last,
+                                        group_batches)
+    return torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
+                                       num_workers=loader.num_workers)
+
+
+def padding_fraction(loader) -> float:
+    """Share of target positions in one pass of `loader` that are padding (`IGNORE_INDEX`): compute spent on nothing."""
+    padded = total = 0
+    for _, targets in loader:  # targets (batch, num_tokens)
+        padded += int((targets == IGNORE_INDEX).sum())
+        total += targets.numel()
+    return padded / total
