@@ -171,10 +171,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.mb, args.vocab_size, args.naive_merges = 0.1, 1000, 5
-    try:
-        import conftest  # noqa: F401  (offline tiktoken cache + local data mirror when ../shared is there)
-    except ImportError:
-        pass
+    from tools.offline import use_shared_data
+
+    use_shared_data()  # offline tiktoken cache and asset mirror when ../shared is there
     text = build_corpus(int(args.mb * 1e6))
     enc = bench_encode(text)
     tr = bench_train(text, args.vocab_size, args.naive_merges)

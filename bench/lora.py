@@ -30,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/speed.py: idle OpenMP threads must not spin
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repo root, for `import utils` and the offline set-up in conftest
+sys.path.insert(0, str(ROOT))  # the repo root, for `import utils` and tools.offline
 
 RANK, ALPHA = 16, 16
 BATCH_SIZE = 8  # chapter 7's
@@ -43,12 +43,10 @@ def chapter7_batches(n):
     import torch
     from torch.utils.data import DataLoader
 
+    from tools.offline import use_shared_data
     from utils import InstructionDataset, custom_collate_fn, fetch, gpt2_tokenizer, load_instruction_data, split_data
 
-    try:
-        import conftest  # noqa: F401  (offline tiktoken cache and asset mirror when ../shared exists)
-    except ImportError:
-        pass
+    use_shared_data()  # offline tiktoken cache and asset mirror when ../shared is there
     train_data, _, _ = split_data(load_instruction_data(fetch("instruction-data")))
     dataset = InstructionDataset(train_data, gpt2_tokenizer())
     torch.manual_seed(123)

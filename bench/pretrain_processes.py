@@ -5,7 +5,8 @@
 
 Every configuration takes the same steps on the same windows (global batch = processes x per-process batch), and
 the rounds alternate the configurations so that load from other programs hits all of them. Prints the median
-tokens/s of each (training time only, evaluation excluded) and the ratios to one process.
+tokens/s of each (the run's time: one evaluation of one batch, after step 0, is included) and the ratios to one
+process.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def run_once(nproc: int, threads: int, batch: int, args, token_path: Path, out: 
                                                     f"--nproc_per_node={nproc}"]
     command = [*launcher, "-m", "utils.pretrain", "--data", str(token_path), "--out", str(out), "--model", args.model,
                "--context-length", str(args.context_length), "--batch-size", str(batch), "--max-steps",
-               str(args.steps), "--eval-every", str(args.steps), "--eval-batches", "1", "--prompt", ""]
+               str(args.steps), "--eval-every", str(args.steps), "--eval-batches", "1", "--prompt", "", "--no-progress"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -49,7 +50,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import conftest  # noqa: F401  (offline tiktoken cache and asset mirror when ../shared is there)
+    from tools.offline import use_shared_data
+
+    use_shared_data()  # offline tiktoken cache and asset mirror when ../shared is there
     from utils.assets import data_dir
     from utils.corpus import build_token_file, write_series_corpus
 

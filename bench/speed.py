@@ -33,6 +33,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `import utils`
 
 from utils import GPT_CONFIG_124M, GPTModel, MultiHeadAttention, calc_loss_batch, count_parameters, generate  # noqa: E402
+from utils.speed import time_alternating  # noqa: E402
 
 BENCH_CONFIG = {**GPT_CONFIG_124M, "context_length": 256}  # the book's chapter-5 training setting
 PROMPT_IDS = [6109, 3626, 6100, 345]  # "Every effort moves you" in GPT-2's BPE (no tokenizer download needed)
@@ -102,29 +103,25 @@ def time_training(model, inputs, targets, steps: int, warmup: int = 1, matmul_n:
     samples taken between rounds. Returns {"book": [s, ...], "fast": [s, ...], "matmul": [flop/s, ...]}."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)  # the book's chapter-5 optimizer
     model.train()
-    times = {"book": [], "fast": [], "matmul": []}
-    for i in range(warmup + steps):
-        order = (("book", False), ("fast", True)) if i % 2 == 0 else (("fast", True), ("book", False))
-        for name, fast in order:
-            set_fast_attention(model, fast)
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            loss = calc_loss_batch(inputs, targets, model, inputs.device)
-            loss.backward()
-            optimizer.step()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-        if matmul_n:
-            times["matmul"] += matmul_flops(matmul_n, reps=2)
+    matmul = []
+
+    def step(fast: bool):
+        set_fast_attention(model, fast)
+        optimizer.zero_grad()
+        calc_loss_batch(inputs, targets, model, inputs.device).backward()
+        optimizer.step()
+
+    fns = {"book": lambda: step(False), "fast": lambda: step(True)}
+    times = time_alternating(fns, steps, warmup, between=lambda: matmul.extend(matmul_flops(matmul_n, reps=2)) if matmul_n else None)
     set_fast_attention(model, True)
-    return times
+    return {"book": times["book"], "fast": times["fast"], "matmul": matmul}
 
 
 def time_generation(model, prompt, new_tokens: int, reps: int = 1) -> dict:
     """Seconds to generate `new_tokens` greedily with and without the KV cache, alternating (cache first and last);
     asserts both give the same tokens. Returns {"cache": [s, ...], "no_cache": [s, ...], "tokens": ids}."""
     model.eval()
-    context = model.pos_emb.num_embeddings
+    context = model.cfg["context_length"] if hasattr(model, "cfg") else model.pos_emb.num_embeddings  # LlamaModel: cfg
     if prompt.shape[1] + new_tokens > context:
         raise ValueError(f"prompt ({prompt.shape[1]}) + {new_tokens} new tokens exceed the context length {context}")
     for use_cache in (True, False):  # warm-up
@@ -149,16 +146,14 @@ def time_attention(cfg: dict, dropout: float, reps: int, num_tokens: int, batch_
     d = cfg["emb_dim"]
     att = MultiHeadAttention(d, d, num_tokens, dropout, cfg["n_heads"]).train()
     x = torch.randn(batch_size, num_tokens, d, requires_grad=True)  # (batch, num_tokens, emb_dim)
-    times = {"book": [], "fast": []}
-    for i in range(reps + 1):  # the first round is warm-up
-        for name in ("book", "fast") if i % 2 == 0 else ("fast", "book"):
-            att.fast = name == "fast"
-            start = time.perf_counter()
-            att.zero_grad()
-            att(x).sum().backward()
-            if i > 0:
-                times[name].append(time.perf_counter() - start)
-    return times
+
+    def step(fast: bool):
+        att.fast = fast
+        att.zero_grad()
+        att(x).sum().backward()
+
+    times = time_alternating({"book": lambda: step(False), "fast": lambda: step(True)}, reps)
+    return {"book": times["book"], "fast": times["fast"]}
 
 
 def sdpa_backend(dropout_p: float, num_tokens: int = 256, head_dim: int = 64) -> str:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import tiny_config, token_loaders
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +12,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A fresh copy of tests/tiny.py's TINY config (vocab 100, context 16, 2 layers of width 32)."""
+    return tiny_config()
+
+
+@pytest.fixture
+def tiny_loaders():
+    """(train, val) loaders of random token windows for tiny_cfg (tests/tiny.py token_loaders())."""
+    return token_loaders()

@@ -3,31 +3,22 @@
 import pytest
 import torch
 from nbextract import extract
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import tiny_config
 
-from utils import GPT_CONFIG_124M, GPTModel, lora_layers, replace_linear_with_lora, train_model
+from utils import GPTModel, lora_layers, replace_linear_with_lora, train_model
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
 CPU = torch.device("cpu")
 
 
-def loaders():
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (8, 9), generator=g)
-    return (DataLoader(TensorDataset(tokens[:6, :-1], tokens[:6, 1:]), batch_size=2, shuffle=True, drop_last=True),
-            DataLoader(TensorDataset(tokens[6:, :-1], tokens[6:, 1:]), batch_size=2))
-
-
-def test_notebook_d_training_loop_equals_utils_train_model():
+def test_notebook_d_training_loop_equals_utils_train_model(tiny_loaders):
     nb = extract("D_training_extras.ipynb", "global_grad_norm", "train_model")
     nb["generate_and_print_sample"] = lambda *args, **kwargs: None  # the tiny model has no real vocabulary
     nb["print"] = lambda *args, **kwargs: None
-    train_loader, val_loader = loaders()
+    train_loader, val_loader = tiny_loaders
     runs = []
     for loop in ("notebook", "utils"):
         torch.manual_seed(123)
-        model = GPTModel(TINY)
+        model = GPTModel(tiny_config(drop_rate=0.1))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
         torch.manual_seed(5)
         if loop == "notebook":
@@ -45,13 +36,12 @@ def test_notebook_d_training_loop_equals_utils_train_model():
 
 
 @pytest.mark.parametrize("rank, alpha", [(2, 4), (16, 16)])
-def test_notebook_e_lora_equals_utils(rank, alpha):
+def test_notebook_e_lora_equals_utils(tiny_cfg, rank, alpha):
     nb = extract("E_lora.ipynb", "LoRALayer", "LinearWithLoRA", "replace_linear_with_lora")
-    cfg = {**TINY, "drop_rate": 0.0}
     models = []
     for replace in (nb["replace_linear_with_lora"], replace_linear_with_lora):
         torch.manual_seed(123)
-        model = GPTModel(cfg)
+        model = GPTModel(tiny_cfg)
         torch.manual_seed(123)
         replace(model, rank=rank, alpha=alpha)
         models.append(model)

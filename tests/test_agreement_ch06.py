@@ -60,3 +60,21 @@ def test_accuracy_and_loss_agree(nb06):
                 ours.calc_classifier_loss_loader(loader, model, "cpu", n)
             )
     assert torch.equal(nb06["calc_loss_batch"](x, y, model, "cpu"), ours.calc_classifier_loss_batch(x, y, model, "cpu"))
+
+
+def test_the_typed_training_loop_agrees_with_utils():
+    """Chapter 6 types the book's train_classifier_simple (issue 18); utils' adds a progress bar and a NaN guard only."""
+    nb = extract(NB06, "calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader", "evaluate_model",
+                 "train_classifier_simple")
+    x, y = torch.randint(0, 100, (40, 6), generator=torch.Generator().manual_seed(1)), torch.arange(40) % 2
+    results = []
+    for train in (nb["train_classifier_simple"], lambda *args, **kw: ours.train_classifier_simple(*args, **kw, progress=False)):
+        torch.manual_seed(123)
+        model = torch.nn.Sequential(torch.nn.Embedding(100, 8), torch.nn.Linear(8, 2))
+        train_loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, drop_last=True)
+        val_loader = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+        results.append(train(model, train_loader, val_loader, optimizer, "cpu", num_epochs=2, eval_freq=3, eval_iter=2))
+    (nb_losses, nb_val, nb_accs, nb_val_accs, nb_seen), (u_losses, u_val, u_accs, u_val_accs, u_seen) = results
+    assert nb_losses == pytest.approx(u_losses) and nb_val == pytest.approx(u_val)
+    assert nb_accs == u_accs and nb_val_accs == u_val_accs and nb_seen == u_seen == 80

@@ -4,6 +4,7 @@ Every failing case must raise AssetError naming the file and how to place it by 
 (no file, part file, temp folder or empty file) in the data folder. No test here reaches the internet.
 """
 
+import errno
 import hashlib
 import http.server
 import io
@@ -422,3 +423,52 @@ def test_real_assets_from_offline_mirror(tmp_path, monkeypatch):
         assert sha256_of(path) == asset.sha256 and path.stat().st_size == asset.size
     assert sha256_of(tmp_path / "SMSSpamCollection") == "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
     assert listing(tmp_path) == ["SMSSpamCollection", "instruction-data.json", "the-verdict.txt"]
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+class FillingDisk:
+    """An unbuffered file on a disk with `room` bytes left: a write takes what fits (a short write), then, per
+    `mode`, the next write raises ENOSPC ("enospc") or takes nothing without an error ("zero")."""
+
+    def __init__(self, f, room, mode):
+        self.f, self.room, self.mode = f, room, mode
+
+    def write(self, data):
+        if self.room == 0:
+            if self.mode == "enospc":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return 0
+        n = min(len(data), self.room)
+        self.room -= n
+        return self.f.write(bytes(data[:n]))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("mode", ["enospc", "zero"])
+def test_a_full_disk_is_said_and_leaves_nothing(server, data, monkeypatch, mode):
+    """A download that fills the disk says so (not 'sha256 mismatch'), tries no other source, keeps nothing."""
+    asset = register(monkeypatch, server)
+    server.routes["/a/hello.txt"] = body(CONTENT)
+    real_open = open
+
+    def small_disk(path, mode_="r", *args, **kwargs):
+        f = real_open(path, mode_, *args, **kwargs)
+        return FillingDisk(f, 100, mode) if str(path).endswith(".part") else f
+
+    monkeypatch.setattr(assets, "open", small_disk, raising=False)  # the module's open(): the download's writer
+    with pytest.raises(AssetError, match=r"the disk holding .* is full") as excinfo:
+        fetch("hello")
+    message = str(excinfo.value)
+    assert "sha256" not in message and "LLM_DATA_DIR" in message and asset.filename in message
+    assert server.requests == ["/a/hello.txt"]  # the backup would fill the same disk: not tried
+    assert listing(data) == []

@@ -63,3 +63,30 @@ def test_main_quick_flags_parse(monkeypatch):
     assert seen["steps"] == 2 and seen["new_tokens"] == 50 and seen["gen_reps"] == 1
     speed.main(["--steps", "4", "--new-tokens", "7"])
     assert seen["steps"] == 4 and seen["new_tokens"] == 7
+
+
+TRAIN_SPEC = importlib.util.spec_from_file_location(
+    "train_speed", Path(__file__).resolve().parents[1] / "bench" / "train_speed.py")
+train_speed = importlib.util.module_from_spec(TRAIN_SPEC)
+TRAIN_SPEC.loader.exec_module(train_speed)
+
+
+def test_train_speed_ladder_tiny(capsys):
+    """Every rung but torch.compile (its compile takes a minute) on a tiny model; inapplicable rungs are skipped."""
+    from utils.speed import ladder
+
+    torch.manual_seed(0)
+    windows = torch.randint(0, 100, (8, 17))  # (n, num_tokens + 1)
+    rungs = [r for r in ladder("cpu", base_batch=2, big_batch=4) if not r.compile]
+    res = train_speed.run(TINY, windows, windows[:2], steps=1, device="cpu", rungs=rungs, log=lambda *a: None)
+    names = [row["rung"].name for row in res["rows"]]
+    assert names[0].startswith("book") and len(names) == len(rungs)
+    tf32 = next(row for row in res["rows"] if row["rung"].tf32 and "skipped" in row)
+    assert "NVIDIA" in tf32["skipped"]  # a CPU has no TF32 tensor cores: said, not faked
+    for row in res["rows"]:
+        if "skipped" not in row:
+            assert not row["rung"].tf32  # a skipped rung is not built upon
+            assert row["tokens_per_s"] > 0 and row["loss"] == row["loss"]  # positive, not NaN
+    train_speed.report(res)
+    out = capsys.readouterr().out
+    assert "| rung |" in out and out.strip().splitlines()[-1].startswith("end to end: the fast setting trains")

@@ -18,7 +18,8 @@ from nbextract import code_cells, extract
 
 from utils import BPETokenizer, GPTDatasetV1
 from utils import bpe as bpe_module
-from utils.bpe import ENDOFTEXT, GPT2_PATTERN, gpt2_file, pretokenize, train_merges
+from utils.bpe import GPT2_PATTERN, gpt2_file, pretokenize, train_merges
+from utils.checks import END_OF_TEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -117,7 +118,7 @@ def test_edge_cases_as_tiktoken(text):
 FRAGMENTS = [" ", "  ", "\n", "\n\n", "\r\n", "\r", "\t", "\u00a0", "\u3000", "a", "the", " the", "The", "Hello",
              "'s", "'ll", "'T", "'", "0", "42", "2026", "3.14", ",", ".", "...", "!?", "--", "-", "(", ")", "$", "#",
              "é", "ß", "ж", "中文", "ありがとう", "한국어", "😀", "🇫🇷", "👍🏽", "👨‍👩‍👧", "\u0301", "\u200b", "\ufeff",
-             ENDOFTEXT]
+             END_OF_TEXT]
 mixed = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=4), max_size=30).map("".join)
 any_text = st.text(max_size=60) | mixed
 
@@ -125,7 +126,7 @@ any_text = st.text(max_size=60) | mixed
 @FAST
 @given(any_text)
 def test_property_same_ids_as_tiktoken_and_round_trip(text):
-    if ENDOFTEXT in text:
+    if END_OF_TEXT in text:
         with pytest.raises(ValueError, match="disallowed special token"):
             ours().encode(text)
         with pytest.raises(ValueError, match="disallowed special token"):
@@ -133,7 +134,7 @@ def test_property_same_ids_as_tiktoken_and_round_trip(text):
     else:
         assert ours().decode(same_as_tiktoken(text)) == text
     # special tokens allowed ("all" and by name) and the check switched off
-    for kw in ({"allowed_special": "all"}, {"allowed_special": {ENDOFTEXT}}, {"disallowed_special": ()}):
+    for kw in ({"allowed_special": "all"}, {"allowed_special": {END_OF_TEXT}}, {"disallowed_special": ()}):
         assert ours().decode(same_as_tiktoken(text, **kw)) == text
     assert ours().encode_ordinary(text) == theirs().encode_ordinary(text)
 
@@ -160,7 +161,7 @@ def test_property_trained_decode_never_raises(ids):
 
 
 def test_lone_surrogates_replaced_as_tiktoken():
-    for text in ["\ud800abc", f"x\udfff {ENDOFTEXT}"]:
+    for text in ["\ud800abc", f"x\udfff {END_OF_TEXT}"]:
         same_as_tiktoken(text, allowed_special="all")
         assert ours().encode_ordinary(text) == theirs().encode_ordinary(text)
 
@@ -186,13 +187,13 @@ def test_property_heap_merge_equals_the_simple_loop(word):
 
 def test_special_tokens_allowed_and_disallowed():
     tok = ours()
-    text = f"Hello{ENDOFTEXT} world {ENDOFTEXT}"
+    text = f"Hello{END_OF_TEXT} world {END_OF_TEXT}"
     assert same_as_tiktoken(text, allowed_special="all").count(50256) == 2
     with pytest.raises(ValueError, match="allowed_special"):
         tok.encode(text)
     assert 50256 not in same_as_tiktoken(text, disallowed_special=())
     with pytest.raises(TypeError, match="pass a set"):
-        tok.encode(text, allowed_special=ENDOFTEXT)
+        tok.encode(text, allowed_special=END_OF_TEXT)
 
 
 def test_works_where_the_series_uses_tiktoken():
@@ -221,16 +222,16 @@ def test_training_invariants():
 
 
 def test_special_tokens_are_not_learned():
-    text = (f"{ENDOFTEXT}{SAMPLE}" * 5) + "<|pad|>"
-    tok = BPETokenizer.train(text, 300, special_tokens=(ENDOFTEXT, "<|pad|>"))
-    assert tok.n_vocab == 300 and tok.special_tokens == {ENDOFTEXT: 298, "<|pad|>": 299}
+    text = (f"{END_OF_TEXT}{SAMPLE}" * 5) + "<|pad|>"
+    tok = BPETokenizer.train(text, 300, special_tokens=(END_OF_TEXT, "<|pad|>"))
+    assert tok.n_vocab == 300 and tok.special_tokens == {END_OF_TEXT: 298, "<|pad|>": 299}
     assert all(b"endoftext" not in tok.decode_single_token_bytes(i) for i in range(298))
     assert all(b"<|" not in tok.decode_single_token_bytes(i) for i in range(298))
     assert tok.encode("<|pad|>", allowed_special="all") == [299]
 
 
 def test_incremental_training_equals_naive_recount():
-    counts = pretokenize(SAMPLE * 2 + "Zażółć gęślą jaźń 😀😀", (ENDOFTEXT,))
+    counts = pretokenize(SAMPLE * 2 + "Zażółć gęślą jaźń 😀😀", (END_OF_TEXT,))
     fast, _ = train_merges(counts, 150)
     assert fast == bench_bpe.train_merges_naive(counts, 150)
 
@@ -246,7 +247,7 @@ def test_save_load_identical_ids(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
     back = BPETokenizer.load(folder)
     assert back.name == "my-tokenizer" and back.n_vocab == tok.n_vocab and back.merges == tok.merges
-    text = SAMPLE + f" 😀 é {ENDOFTEXT}"
+    text = SAMPLE + f" 😀 é {END_OF_TEXT}"
     assert back.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
     assert back.special_tokens == tok.special_tokens
 
@@ -266,11 +267,11 @@ def test_bad_training_input():
     with pytest.raises(ValueError, match="vocab_size=256 is below 256 byte tokens"):
         BPETokenizer.train(SAMPLE, 256)
     with pytest.raises(ValueError, match="at least 258"):
-        BPETokenizer.train(SAMPLE, 257, special_tokens=(ENDOFTEXT, "<|pad|>"))
+        BPETokenizer.train(SAMPLE, 257, special_tokens=(END_OF_TEXT, "<|pad|>"))
     with pytest.raises(ValueError, match="text is empty"):
         BPETokenizer.train("", 300)
     with pytest.raises(ValueError, match="text is empty"):
-        BPETokenizer.train(ENDOFTEXT * 3, 300)
+        BPETokenizer.train(END_OF_TEXT * 3, 300)
     with pytest.raises(ValueError, match="allows only"):
         BPETokenizer.train("ab ab", 1000)
     with pytest.raises(TypeError, match="vocab_size must be an int"):
@@ -278,7 +279,7 @@ def test_bad_training_input():
     with pytest.raises(TypeError, match="text must be a str"):
         BPETokenizer.train(b"bytes", 300)
     with pytest.raises(TypeError, match="tuple of strings"):
-        BPETokenizer.train(SAMPLE, 300, special_tokens=ENDOFTEXT)
+        BPETokenizer.train(SAMPLE, 300, special_tokens=END_OF_TEXT)
 
 
 def test_bad_decode_and_encode_input():
@@ -355,6 +356,6 @@ def test_notebook_02b_trainer_agrees_with_utils():
                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "GPT2_PATTERN"]
     assert len(assigned) == 1 and ast.literal_eval(assigned[0]) == GPT2_PATTERN
     ns = extract("02b_bpe_from_scratch.ipynb", "get_stats", "merge", "train_bpe", namespace={"GPT2_PATTERN": GPT2_PATTERN})
-    text = SAMPLE + f"{ENDOFTEXT} Zażółć gęślą jaźń 😀😀 42 42"
+    text = SAMPLE + f"{END_OF_TEXT} Zażółć gęślą jaźń 😀😀 42 42"
     assert ns["train_bpe"](text, 320) == BPETokenizer.train(text, 320).merges
     assert ns["merge"]([1, 2, 2, 1, 2], (1, 2), 9) == [9, 2, 9]

@@ -80,13 +80,12 @@ def colab(tmp_path, monkeypatch):
     return state
 
 
-def test_first_run_clones_installs_and_enters_notebooks(colab, capsys):
+def test_first_run_clones_installs_and_enters_notebooks(colab):
     colab.run()
     assert (colab.clone / "utils" / "__init__.py").exists()
-    assert not (colab.content / f"{FOLDER}.part").exists()
     assert Path.cwd() == colab.clone / "notebooks"
     assert [set(call) for call in colab.pip_calls] == [NEEDED]
-    assert "GPU" in capsys.readouterr().out  # chapters 5-7: pick a GPU runtime
+    assert "GPU" in headers.install_source()  # chapters 5-7: pick a GPU runtime
 
 
 def test_second_run_does_nothing_again(colab):
@@ -124,11 +123,10 @@ def test_only_what_is_missing_is_installed(colab):
 
 
 def test_an_interrupted_clone_is_redone(colab):
-    part = colab.content / f"{FOLDER}.part"
-    part.mkdir()
-    (part / "half-written").write_text("")  # what a clone killed mid-way leaves
+    colab.clone.mkdir()
+    (colab.clone / "half-written").write_text("")  # what a clone killed mid-way leaves: no utils/ yet
     colab.run()
-    assert (colab.clone / "utils").is_dir() and not part.exists()
+    assert (colab.clone / "utils").is_dir() and not (colab.clone / "half-written").exists()
 
 
 def test_outside_colab_the_cell_does_nothing(colab, monkeypatch):

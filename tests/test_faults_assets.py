@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from faults import catalogue, expect_fault
 from test_assets import CONTENT, SHA, LocalServer, body, closed_port_url
 
 import utils.assets as assets
@@ -85,8 +86,6 @@ def data_dir_under_a_file(c):
 
 CASES = [
     ("unknown name", lambda c: lambda: fetch("the-verdikt"), UnknownAssetError, "known assets: hello"),
-    ("name not a str", lambda c: lambda: fetch(3), TypeError, "fetch needs an asset name"),
-    ("progress not a bool", lambda c: lambda: fetch("hello", progress="yes"), TypeError, "progress must be True or False"),
     ("LLM_DATA_DIR is a file", data_dir_is_a_file, ValueError, "LLM_DATA_DIR="),
     ("LLM_DATA_DIR not creatable", data_dir_under_a_file, ValueError, "point LLM_DATA_DIR at a folder you can write to"),
     ("LLM_DOWNLOAD_TIMEOUT text", env("LLM_DOWNLOAD_TIMEOUT", "thirty"), ValueError,
@@ -110,14 +109,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(ctx, setup, error, fragment):
-    call = setup(ctx)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    leftovers = [p.name for p in ctx.tmp.rglob("*") if p.suffix in (".part", ".tmp")]
-    assert leftovers == []
+@catalogue(CASES)
+def test_fault(ctx, case):
+    expect_fault(case, ctx, ctx.tmp)
 
 
 def test_a_cached_bad_file_is_not_unavailable(ctx):

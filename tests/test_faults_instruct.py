@@ -11,36 +11,28 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import torch
+from faults import catalogue, expect_fault
+from tiny import CharTokenizer, tiny_model
 
-from utils import GPT_CONFIG_124M, GPTModel
 from utils.instruct import (
     InstructionDataset,
+    generate_responses,
+    load_instruction_data,
+    rouge_l_f1,
+    split_data,
+)
+from utils.judge import (
     OllamaError,
     OllamaModelMissing,
     OllamaTimeout,
     OllamaUnreachable,
-    custom_collate_fn,
-    generate_response,
-    generate_responses,
     judge_scores,
-    load_instruction_data,
     ollama_reachable,
     ollama_url,
     query_ollama,
-    rouge_l_f1,
-    split_data,
 )
 
 ENTRY = {"instruction": "Spell it right.", "input": "Ocassion", "output": "Occasion", "model_response": "Occasion"}
-
-
-class Tok:
-    def encode(self, text, allowed_special=None):
-        return [ord(ch) % 60 for ch in text]
-
-    def decode(self, ids):
-        return "".join(chr(65 + i % 26) for i in ids)
 
 
 class Ollama(http.server.BaseHTTPRequestHandler):
@@ -106,10 +98,8 @@ def data_file(content):
     return setup
 
 
-def tiny_model():
-    torch.manual_seed(0)
-    return GPTModel({**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 32, "emb_dim": 16, "n_heads": 2,
-                     "n_layers": 1, "drop_rate": 0.0})
+def small_model():
+    return tiny_model(0, vocab_size=60, context_length=32, emb_dim=16, n_heads=2, n_layers=1)
 
 
 GOOD_JSON = json.dumps([{"instruction": "a", "input": "", "output": "b"}], indent=1)
@@ -124,32 +114,13 @@ CASES = [
     ("data file entry without output", data_file('[{"instruction": "a", "input": ""}]'), ValueError,
      "entry 0 has no 'output' text"),
     ("data file empty list", data_file("[]"), ValueError, "the instruction data set is empty"),
-    ("entries a string", lambda c: lambda: InstructionDataset("abc", Tok()), TypeError,
+    ("entries a string", lambda c: lambda: InstructionDataset("abc", CharTokenizer()), TypeError,
      "must be a list of {'instruction', 'input', 'output'} dicts"),
-    ("entry with <|endoftext|>", lambda c: lambda: InstructionDataset(
-        [ENTRY, {**ENTRY, "output": "done<|endoftext|>"}], Tok()), ValueError,
-     "entry 1 ('output') contains the literal text <|endoftext|>"),
-    ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], Tok()), ValueError,
+    ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], CharTokenizer()), ValueError,
      "'input' must be a string"),
-    ("dataset without tokenizer", lambda c: lambda: InstructionDataset([ENTRY], None), TypeError,
-     "tokenizer must have an encode method"),
     ("split fractions over 1", lambda c: lambda: split_data([1, 2, 3], 0.9, 0.2), ValueError,
      "train_frac + test_frac must be at most 1"),
     ("split negative", lambda c: lambda: split_data([1, 2, 3], -0.1), ValueError, "train_frac must be a fraction"),
-    ("collate empty batch", lambda c: lambda: custom_collate_fn([]), ValueError, "empty batch"),
-    ("collate an empty item", lambda c: lambda: custom_collate_fn([[1, 2], []]), ValueError,
-     "batch item 1 must be a non-empty list of token ids"),
-    ("collate max length 0", lambda c: lambda: custom_collate_fn([[1, 2]], allowed_max_length=0), ValueError,
-     "allowed_max_length must be a whole number >= 1"),
-    ("collate pad id text", lambda c: lambda: custom_collate_fn([[1, 2]], pad_token_id="pad"), ValueError,
-     "pad_token_id must be a token id"),
-    ("response context_size 0", lambda c: lambda: generate_response(tiny_model(), ENTRY, Tok(), context_size=0),
-     ValueError, "context_size must be the model's context length"),
-    ("response max_new_tokens 0", lambda c: lambda: generate_response(tiny_model(), ENTRY, Tok(), context_size=32,
-                                                                     max_new_tokens=0),
-     ValueError, "max_new_tokens must be a whole number >= 1"),
-    ("responses path None", lambda c: lambda: generate_responses(tiny_model(), [ENTRY], Tok(), None, context_size=32),
-     TypeError, "path must be a file path"),
     ("rouge on a list", lambda c: lambda: rouge_l_f1(["a"], "a"), TypeError, "candidate must be a str"),
     ("OLLAMA_URL not a URL", lambda c: (c.mp.setenv("OLLAMA_URL", "localhost:11434"), ollama_url)[1], ValueError,
      "the environment variable OLLAMA_URL='localhost:11434' is not an http(s) URL"),
@@ -178,22 +149,18 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(ctx, setup, error, fragment):
-    call = setup(ctx)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    if isinstance(info.value, OllamaError) and not isinstance(info.value, OllamaUnreachable):
-        assert "no Ollama server" not in str(info.value)  # a server answered: never say there is none
-    assert [p.name for p in ctx.tmp.rglob("*") if p.suffix in (".tmp", ".part")] == []
+@catalogue(CASES)
+def test_fault(ctx, case):
+    error = expect_fault(case, ctx, ctx.tmp)
+    if isinstance(error, OllamaError) and not isinstance(error, OllamaUnreachable):
+        assert "no Ollama server" not in str(error)  # a server answered: never say there is none
 
 
 @pytest.mark.filterwarnings("ignore:the prompt is")
 def test_a_corrupt_response_cache_is_said_and_regenerated(ctx, capsys):
     path = ctx.tmp / "responses.json"
     path.write_text('[{"instruction": ')
-    out = generate_responses(tiny_model(), [ENTRY], Tok(), path, context_size=32, max_new_tokens=2, eos_id=0,
+    out = generate_responses(small_model(), [ENTRY], CharTokenizer(), path, context_size=32, max_new_tokens=2, eos_id=0,
                              progress=False)
     assert "could not read the saved responses in responses.json (line 1" in capsys.readouterr().out
     assert json.loads(path.read_text())[0]["model_response"] == out[0]["model_response"]
@@ -204,7 +171,3 @@ def test_a_prompt_needs_only_an_instruction():
     from utils.instruct import format_input
 
     assert format_input({"instruction": "Name a colour."}).endswith("### Instruction:\nName a colour.")
-    with pytest.raises(ValueError, match="entry has no 'instruction' text"):
-        format_input({"input": "x"})
-    with pytest.raises(TypeError, match="entry must be a dict"):
-        format_input("Name a colour.")

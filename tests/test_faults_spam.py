@@ -5,17 +5,17 @@ Each case: (id, set-up(tmp) -> callable, exception, message fragment); afterward
 
 import csv
 
-import pytest
 import torch
+from faults import catalogue, expect_fault
+from tiny import CharTokenizer, tiny_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils import GPT_CONFIG_124M, GPTModel
+from utils import TrainingExtras
 from utils.spam import (
     SpamDataset,
     TrainableTop,
     calc_accuracy_loader,
     classify_text,
-    compute_frozen_hidden,
     create_balanced_dataset,
     prepare_classifier,
     random_split,
@@ -25,18 +25,9 @@ from utils.spam import (
     write_split_csv,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-        "drop_rate": 0.0}
-
-
-class Tok:
-    def encode(self, text, allowed_special=None):
-        return [ord(ch) % 60 for ch in text]
-
 
 def gpt(classifier=True):
-    torch.manual_seed(0)
-    model = GPTModel(TINY)
+    model = tiny_model(0, vocab_size=60, emb_dim=16, n_heads=2)
     return prepare_classifier(model) if classifier else model
 
 
@@ -64,7 +55,8 @@ def train(**kw):
     args.update(kw)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     return lambda: train_classifier_simple(model, args["train_loader"], args["val_loader"], opt, args["device"],
-                                           args["num_epochs"], args["eval_freq"], args["eval_iter"], progress=False)
+                                           args["num_epochs"], args["eval_freq"], args["eval_iter"], progress=False,
+                                           extras=args.get("extras"))
 
 
 def interrupted_write(tmp):
@@ -96,7 +88,6 @@ CSV_OK = "Label,Text\n0,hello\n1,win now\n"
 
 CASES = [
     ("sms file missing", lambda t: lambda: read_sms_spam(t / "none"), FileNotFoundError, "fetch('sms-spam')"),
-    ("sms path None", lambda t: lambda: read_sms_spam(None), TypeError, "path must be a file path"),
     ("sms not UTF-8", lambda t: lambda: read_sms_spam(write(t, "sms", SMS_OK.encode() + b"ham\t\xff\xfe\n")),
      ValueError, "line 3: not UTF-8 text"),
     ("sms bad label", lambda t: lambda: read_sms_spam(write(t, "sms", SMS_OK + "maybe\tx\n")), ValueError,
@@ -109,15 +100,12 @@ CASES = [
      ValueError, "needs at least as many ham as spam"),
     ("balance a bad row", lambda t: lambda: create_balanced_dataset([("ham", "a"), ("junk", "b")]), ValueError,
      "row 1 is"),
-    ("balance seed text", lambda t: lambda: create_balanced_dataset([("ham", "a"), ("spam", "b")], seed="1"),
-     TypeError, "seed must be a whole number"),
     ("split train_frac 0", lambda t: lambda: random_split([1, 2, 3], train_frac=0), ValueError, "need 0 < train_frac"),
     ("split fractions over 1", lambda t: lambda: random_split([1, 2], 0.8, 0.3), ValueError,
      "train_frac + validation_frac <= 1"),
     ("split nan", lambda t: lambda: random_split([1, 2], float("nan")), ValueError, "need 0 < train_frac"),
     ("write a bad label", lambda t: lambda: write_split_csv([("spam", "x")], t / "train.csv"), ValueError,
      "expected a (label 0 or 1, message) pair"),
-    ("write path None", lambda t: lambda: write_split_csv([(0, "x")], None), TypeError, "path must be a file path"),
     ("write interrupted", interrupted_write, OSError, "disk full"),
     ("csv bad header", lambda t: lambda: read_split_csv(write(t, "a.csv", "label,text\n0,x\n")), ValueError,
      "line 1: expected the header Label,Text"),
@@ -128,64 +116,44 @@ CASES = [
     ("csv only a header", lambda t: lambda: read_split_csv(write(t, "a.csv", "Label,Text\n")), ValueError,
      "holds no messages"),
     ("csv missing", lambda t: lambda: read_split_csv(t / "none.csv"), FileNotFoundError, "write_split_csv"),
-    ("dataset row with <|endoftext|>", lambda t: lambda: SpamDataset(
-        write(t, "a.csv", CSV_OK + "1,free <|endoftext|> prize\n"), Tok()), ValueError,
-     "line 4: the message contains the literal text <|endoftext|>"),
-    ("dataset max_length 0", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), max_length=0),
-     ValueError, "max_length must be at least 1"),
-    ("dataset max_length over context", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), max_length=40,
+    ("dataset max_length over context", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), CharTokenizer(), max_length=40,
                                                                       context_length=16),
      ValueError, "pass max_length=16"),
-    ("dataset without tokenizer", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), None), TypeError,
-     "tokenizer must have an encode method"),
-    ("dataset pad id negative", lambda t: lambda: SpamDataset(write(t, "a.csv", CSV_OK), Tok(), pad_token_id=-1),
-     ValueError, "pad_token_id must be a token id"),
-    ("prepare 1 class", lambda t: lambda: prepare_classifier(gpt(False), num_classes=1), ValueError,
-     "num_classes must be a whole number >= 2"),
     ("prepare too many blocks", lambda t: lambda: prepare_classifier(gpt(False), trainable_blocks=5), ValueError,
      "trainable_blocks must be between 0 and 2"),
-    ("prepare a Linear", lambda t: lambda: prepare_classifier(torch.nn.Linear(2, 2)), TypeError, "needs a GPTModel"),
-    ("classify without the 2-class head", lambda t: lambda: classify_text("win cash", gpt(False), Tok(), "cpu",
+    ("classify without the 2-class head", lambda t: lambda: classify_text("win cash", gpt(False), CharTokenizer(), "cpu",
                                                                          pad_token_id=0),
      ValueError, "call prepare_classifier(model) and train it"),
-    ("classify an empty message", lambda t: lambda: classify_text("  ", gpt(), Tok(), "cpu"), ValueError,
-     "needs a non-empty message"),
-    ("classify max_length over context", lambda t: lambda: classify_text("hi", gpt(), Tok(), "cpu", max_length=99,
+    ("classify max_length over context", lambda t: lambda: classify_text("hi", gpt(), CharTokenizer(), "cpu", max_length=99,
                                                                         pad_token_id=0),
-     ValueError, "use the training set's max_length"),
-    ("classify <|endoftext|>", lambda t: lambda: classify_text("a <|endoftext|>", gpt(), Tok(), "cpu", pad_token_id=0),
-     ValueError, "remove it from the message"),
-    ("classify pad outside vocabulary", lambda t: lambda: classify_text("hi", gpt(), Tok(), "cpu"), ValueError,
-     "pad_token_id must be a token id of the model"),
+     ValueError, "with 1 to 16 tokens"),
+    ("classify pad outside vocabulary", lambda t: lambda: classify_text("hi", gpt(), CharTokenizer(), "cpu"), ValueError,
+     "in the model's vocabulary"),
     ("accuracy on an empty loader", lambda t: lambda: calc_accuracy_loader(empty_loader(), gpt(), "cpu"), ValueError,
-     "the data loader is empty"),
+     "data_loader has no batches"),
     ("accuracy num_batches 0", lambda t: lambda: calc_accuracy_loader(loaders()[0], gpt(), "cpu", num_batches=0),
      ValueError, "num_batches must be a whole number >= 1"),
     ("train eval_freq 0", lambda t: train(eval_freq=0), ValueError, "eval_freq must be a whole number >= 1"),
     ("train eval_iter 0", lambda t: train(eval_iter=0), ValueError, "eval_iter must be a whole number >= 1"),
-    ("train empty val loader", lambda t: train(val_loader=empty_loader()), ValueError, "val_loader is empty"),
-    ("train device typo", lambda t: train(device="cpuu"), ValueError, "device='cpuu' is not a device"),
+    ("train empty val loader", lambda t: train(val_loader=empty_loader()), ValueError, "val_loader has no batches"),
+    ("train device typo", lambda t: train(device="cpuu"), RuntimeError, "device type at start of device string: cpuu"),
+    ("train extras with a path", lambda t: train(extras=TrainingExtras(t / "c.pth")), ValueError,
+     "train_classifier_simple takes TrainingExtras without a path"),
     ("top with every block frozen", lambda t: lambda: TrainableTop(prepare_classifier(gpt(False), trainable_blocks=0)),
      ValueError, "unfreeze at least the last one"),
-    ("frozen hidden batch_size 0", lambda t: lambda: compute_frozen_hidden(gpt(), TensorDataset(
-        torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, dtype=torch.long)), batch_size=0, progress=False),
-     ValueError, "batch_size must be a whole number >= 1"),
 ]
 
 
-@pytest.mark.parametrize("setup, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fault(tmp_path, setup, error, fragment):
-    call = setup(tmp_path)
-    with pytest.raises(error) as info:
-        call()
-    assert fragment in str(info.value)
-    assert [p.name for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".part")] == []
+@catalogue(CASES)
+def test_fault(tmp_path, case):
+    expect_fault(case, tmp_path, tmp_path)
 
 
 def test_max_steps_zero_takes_no_step():
     model = gpt()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    assert train_classifier_simple(model, *loaders(), opt, "cpu", 2, 1, 1, max_steps=0, progress=False) == (
+    assert train_classifier_simple(model, *loaders(), opt, "cpu", 2, 1, 1, progress=False,
+                                   extras=TrainingExtras(max_steps=0)) == (
         [], [], [], [], 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -12,21 +12,17 @@ import torch
 from utils import GPTModel, calc_loss_batch, fetch, gpt2_config, gpt2_tokenizer, instruct, train_model_simple
 from utils.instruct import (
     InstructionDataset,
-    OllamaError,
     check_entries,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
-    judge_prompt,
-    judge_scores,
     lcs_length,
     load_instruction_data,
-    ollama_reachable,
-    query_ollama,
     rouge_l_f1,
     split_data,
 )
+from utils.judge import OllamaError, judge_prompt, judge_scores, ollama_reachable, query_ollama
 
 ENTRY_WITH_INPUT = {"instruction": "Identify the correct spelling of the following word.", "input": "Ocassion",
                     "output": "The correct spelling is 'Occasion.'"}
@@ -129,11 +125,6 @@ def test_collate_truncates_to_allowed_length():
     assert inputs.shape == targets.shape == (2, 8)
     assert inputs[0].tolist() == list(range(8)) and targets[0].tolist() == list(range(1, 9))
     assert targets[1].tolist() == [6, 50256] + [-100] * 6
-
-
-def test_collate_empty_batch_is_an_error():
-    with pytest.raises(ValueError, match="empty batch"):
-        custom_collate_fn([])
 
 
 def test_masked_targets_do_not_count_in_the_loss():

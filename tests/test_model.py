@@ -43,7 +43,7 @@ def test_configs():
 
 
 def test_too_long_input_says_what_to_do():
-    with pytest.raises(ValueError, match=r"17 tokens exceed the model's context length 16.*idx\[:, -16:\]"):
+    with pytest.raises(ValueError, match=r"with 1 to 16 tokens.*got \(1, 17\).*idx\[:, -16:\]"):
         tiny_model()(torch.zeros(1, 17, dtype=torch.long))
 
 
@@ -64,7 +64,7 @@ def test_attention_cache_token_by_token(fast):
         full = mha(x)
         steps = [mha(x[:, :3], use_cache=True)] + [mha(x[:, i : i + 1], use_cache=True) for i in range(3, 6)]
         torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-6, rtol=1e-5)
-        with pytest.raises(ValueError, match="exceed the context length 6.*reset_cache"):
+        with pytest.raises(ValueError, match="7 tokens exceed the context length 6.*reset_cache"):
             mha(x[:, :1], use_cache=True)
     mha.reset_cache()
     assert mha.cache_k is None and mha.cache_pos == 0

@@ -1,10 +1,10 @@
 """The README's clone command and Troubleshooting section stay in step with tools/headers.py and utils/assets.py."""
 
-import ast
 import re
 from pathlib import Path
 
 from tools.headers import REPO_URL
+from tools.offline import TIKTOKEN_CACHE_NAMES
 from utils.assets import ASSETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +41,7 @@ def test_mirror_names_and_addresses_are_the_assets():
             assert url in known, f"Troubleshooting points at {url}, which is not in utils/assets.py ASSETS"
 
 
-def test_tiktoken_cache_names_match_conftest():
-    # read the root conftest's table without importing it (tests/conftest.py shares the module name)
-    tree = ast.parse((ROOT / "conftest.py").read_text(encoding="utf-8"))
-    names = next(
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "TIKTOKEN_CACHE_NAMES"
-    )
-    assert len(names) == 2
-    for name, cached in names.items():
+def test_tiktoken_cache_names_match_the_offline_setup():
+    assert len(TIKTOKEN_CACHE_NAMES) == 2
+    for name, cached in TIKTOKEN_CACHE_NAMES.items():
         assert re.search(rf"{re.escape(name)}\]\([^)]*\) as\s+`{cached}`", _section("Troubleshooting")), name

@@ -61,7 +61,7 @@ def test_warmup_as_long_as_training():
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(step=-1), ValueError, "step"),
     (dict(step=136), ValueError, "step"),
-    (dict(step=1.5), TypeError, "step"),
+    (dict(step=1.5), ValueError, "step"),
     (dict(total_steps=0), ValueError, "total_steps"),
     (dict(warmup_steps=200), ValueError, "warmup_steps"),
     (dict(warmup_steps=-1), ValueError, "warmup_steps"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils import GPTModel, NonFiniteLossError, fetch, gpt2_tokenizer
+from utils import GPTModel, NonFiniteLossError, TrainingExtras, fetch, gpt2_tokenizer
 from utils.spam import (
     SpamDataset,
     TrainableTop,
@@ -154,8 +154,6 @@ def test_dataset_truncates_with_a_warning(split_file, tokenizer):
 def test_dataset_max_length_beyond_context_is_an_error(split_file, tokenizer):
     with pytest.raises(ValueError, match="exceeds the model's context length 4"):
         SpamDataset(split_file, tokenizer, context_length=4)
-    with pytest.raises(ValueError, match="at least 1"):
-        SpamDataset(split_file, tokenizer, max_length=0)
 
 
 # --- the classifier ---------------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ def test_accuracy_on_a_hand_made_batch():
     loss = calc_classifier_loss_batch(inputs, labels, LastTokenParity(), "cpu")  # 3 right (1 vs 0), 1 wrong (0 vs 1)
     expected = (3 * torch.log(1 + torch.exp(torch.tensor(-1.0))) + torch.log(1 + torch.exp(torch.tensor(1.0)))) / 4
     assert torch.isclose(loss, expected)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="has no batches"):
         calc_accuracy_loader(DataLoader(TensorDataset(inputs, labels), batch_size=8, drop_last=True), LastTokenParity(), "cpu")
 
 
@@ -212,7 +210,8 @@ def test_training_loop_updates_only_the_trainable_part():
     assert all(0 <= a <= 1 for a in ta + va)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]) != p.requires_grad, name
-    _, _, ta, _, seen = train_classifier_simple(model, train_loader, val_loader, optimizer, "cpu", 5, 50, 1, max_steps=5, progress=False)
+    _, _, ta, _, seen = train_classifier_simple(model, train_loader, val_loader, optimizer, "cpu", 5, 50, 1, progress=False,
+                                                 extras=TrainingExtras(max_steps=5))
     assert seen == 5 * 4 and len(ta) == 2  # stopped in the second epoch
 
 
@@ -221,22 +220,23 @@ def test_training_stops_on_a_nan_loss():
     model.out_head.register_forward_hook(lambda module, args, output: output * float("nan"))
     train_ds, val_ds = token_loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with pytest.raises(NonFiniteLossError, match="step 0.*still finite"):
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 0: .*still finite"):
         train_classifier_simple(model, DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4), optimizer, "cpu", 1, 1, 1, progress=False)
 
 
-def test_nan_weights_are_refused_before_training_and_max_steps_zero_takes_no_step():
+def test_nan_weights_stop_at_the_first_loss_and_max_steps_zero_takes_no_step():
     model = tiny_classifier()
     train_ds, val_ds = token_loaders()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loaders = DataLoader(train_ds, batch_size=4), DataLoader(val_ds, batch_size=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, max_steps=0, progress=False) == (
+    assert train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, progress=False,
+                                   extras=TrainingExtras(max_steps=0)) == (
         [], [], [], [], 0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not optimizer.state
     with torch.no_grad():
         model.out_head.weight.fill_(float("nan"))
-    with pytest.raises(ValueError, match="out_head.weight holds NaN or inf before training started"):
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 0: .*whether the model's weights hold NaN"):
         train_classifier_simple(model, *loaders, optimizer, "cpu", 1, 1, 1, progress=False)
 
 
@@ -307,12 +307,6 @@ def test_classify_text(tokenizer):
     assert classify_text("Hey, are we still on for dinner?", model, tokenizer, "cpu", max_length=12) in ("spam", "not spam")
 
 
-@pytest.mark.parametrize("text", ["", "   \n"])
-def test_classify_empty_text_is_an_error(tokenizer, text):
-    with pytest.raises(ValueError, match="non-empty message"):
-        classify_text(text, tiny_classifier(), tokenizer, "cpu", max_length=12)
-
-
 def test_classify_long_text_is_truncated_with_a_warning(tokenizer):
     model = tiny_classifier()
     long_text = "win a free prize now " * 10
@@ -325,5 +319,5 @@ def test_classify_long_text_is_truncated_with_a_warning(tokenizer):
 
 
 def test_classify_max_length_beyond_context_is_an_error(tokenizer):
-    with pytest.raises(ValueError, match="exceeds the model's context length 16"):
+    with pytest.raises(ValueError, match="with 1 to 16 tokens"):
         classify_text("hello", tiny_classifier(), tokenizer, "cpu", max_length=120)

@@ -1,13 +1,14 @@
-"""utils.train: NaN guard, exact resume, atomic checkpoints, loader errors, device choice."""
+"""utils.train and utils.checkpoint: NaN guard, exact resume, atomic checkpoints, loader errors, device choice."""
 
 import pytest
 import torch
+from tiny import tiny_config, token_loaders
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils import (
-    GPT_CONFIG_124M,
     GPTModel,
     NonFiniteLossError,
+    TrainingExtras,
     calc_loss_loader,
     get_device,
     load_checkpoint,
@@ -16,19 +17,11 @@ from utils import (
     train_model_simple,
 )
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
+TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 
 
-def loaders(n_train=6, batch_size=2):
-    """Random next-token data: a shuffled train loader (3 batches an epoch) and a val loader."""
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
-    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
-    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False))
+loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
 
 
 def fresh(seed, lr=1e-3):
@@ -37,9 +30,11 @@ def fresh(seed, lr=1e-3):
     return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
 
 
-def train(model, optimizer, train_loader, val_loader, **kwargs):
+def train(model, optimizer, train_loader, val_loader, **extras):
+    """train_model_simple for 2 epochs; `extras` (path, every, resume, max_steps, check_steps) make a TrainingExtras."""
     return train_model_simple(model, train_loader, val_loader, optimizer, CPU, num_epochs=2, eval_freq=2, eval_iter=1,
-                              start_context=None, tokenizer=None, progress=False, **kwargs)
+                              start_context=None, tokenizer=None, progress=False,
+                              extras=TrainingExtras(**extras) if extras else None)
 
 
 def test_nan_guard_names_the_step():
@@ -52,8 +47,8 @@ def test_nan_guard_names_the_step():
         return output * float("nan") if len(calls) == 2 else output
 
     model.final_norm.register_forward_hook(nan_on_the_second_step)
-    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 1 \(epoch 1\).*still finite.*Lower the"):
-        train(model, optimizer, train_loader, val_loader)
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 1: .*before the backward pass.*still finite.*Lower the"):
+        train(model, optimizer, train_loader, val_loader)  # the guard that is always on: the loss
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -62,7 +57,7 @@ def test_nan_weights_before_training_are_refused():
     model, optimizer = fresh(1)
     with torch.no_grad():
         model.final_norm.scale.fill_(float("nan"))  # every logit NaN
-    with pytest.raises(ValueError, match=r"final_norm.scale holds NaN or inf before training started"):
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 0: .*at step 0: whether the model's weights hold NaN"):
         train(model, optimizer, train_loader, val_loader)
 
 
@@ -75,7 +70,7 @@ def test_weights_made_non_finite_by_the_step_are_caught_and_never_saved(tmp_path
     ckpt = tmp_path / "run.pth"
     with pytest.raises(NonFiniteLossError, match=r"weights became non-finite in the optimizer step of step 0 .*"
                        r"learning rate \(1e\+10\) is too high.*no checkpoint was written.*train again from the start"):
-        train(model, optimizer, train_loader, val_loader, checkpoint_path=ckpt, checkpoint_every=1)
+        train(model, optimizer, train_loader, val_loader, path=ckpt, every=1)
     assert not ckpt.exists() and not list(tmp_path.iterdir())  # nothing written, no .tmp
 
 
@@ -86,7 +81,7 @@ def test_non_finite_gradients_stop_before_the_step():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match=r"gradients became non-finite at step 0 \(epoch 1\), first in "
                        r"final_norm.scale.*weights are still finite"):
-        train(model, optimizer, train_loader, val_loader)
+        train(model, optimizer, train_loader, val_loader, check_steps=True)  # the fuller guard of TrainingExtras
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -113,29 +108,18 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     train_loader, val_loader = loaders()
     model, optimizer = fresh(1)
     ckpt = tmp_path / "run.pth"
-    train(model, optimizer, train_loader, val_loader, checkpoint_path=ckpt, max_steps=2)
+    train(model, optimizer, train_loader, val_loader, path=ckpt, max_steps=2)
     payload = torch.load(ckpt, weights_only=True)
     assert payload["global_step"] == 1 and payload["train_batches"] == 3
-    assert isinstance(payload["rng_now"], torch.Tensor)
-
-
-def test_safetensors_weights_round_trip(tmp_path):
-    from utils import load_weights, save_weights
-
-    model, _ = fresh(1)
-    path = save_weights(model, tmp_path / "model.safetensors", config=TINY)
-    other, _ = fresh(2)
-    assert load_weights(other, path) == TINY
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
-    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    assert isinstance(payload["rng_now"]["cpu"], torch.Tensor) and payload["loop"] == "train_model_simple"
 
 
 def test_exploding_lr_stops_before_the_update():
     train_loader, val_loader = loaders()
     model, optimizer = fresh(1, lr=1e30)
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch \d\)") as info:
+    with pytest.raises(NonFiniteLossError, match=r"the loss became .* at step \d+: ") as info:
         train(model, optimizer, train_loader, val_loader)
-    assert "step 0" not in str(info.value)  # the first loss is fine; a later one is not
+    assert "at step 0: training" not in str(info.value)  # the first loss is fine; a later one is not
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad loss never reached the weights
 
 
@@ -149,11 +133,11 @@ def test_resume_equals_uninterrupted(tmp_path, stop_after):
     ckpt = tmp_path / "run.pth"
     model_a, optimizer_a = fresh(1)
     set_seed(42)
-    train(model_a, optimizer_a, train_loader, val_loader, checkpoint_path=ckpt, max_steps=stop_after)
+    train(model_a, optimizer_a, train_loader, val_loader, path=ckpt, max_steps=stop_after)
     assert load_checkpoint(ckpt, GPTModel(TINY))["global_step"] == stop_after - 1
     torch.manual_seed(999)  # whatever happens between the runs must not matter
     model_b, optimizer_b = fresh(7)  # a new process: other initial weights, fresh optimizer
-    resumed = train(model_b, optimizer_b, train_loader, val_loader, checkpoint_path=ckpt, resume=True)
+    resumed = train(model_b, optimizer_b, train_loader, val_loader, path=ckpt, resume=True)
 
     assert resumed == expected  # train losses, val losses, tokens seen
     assert len(expected[0]) == 3  # evaluations at steps 0, 2, 4
@@ -165,7 +149,7 @@ def test_resume_equals_uninterrupted(tmp_path, stop_after):
 def test_resume_without_checkpoint(tmp_path):
     model, optimizer = fresh(1)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        train(model, optimizer, *loaders(), checkpoint_path=tmp_path / "none.pth", resume=True)
+        train(model, optimizer, *loaders(), path=tmp_path / "none.pth", resume=True)
 
 
 def test_checkpoint_is_atomic(tmp_path, monkeypatch):
@@ -174,8 +158,7 @@ def test_checkpoint_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
 
     def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"half a file")
+        f.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -194,9 +177,9 @@ def test_empty_loader_errors():
     empty = DataLoader(TensorDataset(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long)),
                        batch_size=2, drop_last=True)
     assert len(empty) == 0
-    with pytest.raises(ValueError, match="data loader is empty.*smaller batch_size"):
+    with pytest.raises(ValueError, match="data_loader has no batches.*smaller batch_size"):
         calc_loss_loader(empty, model, CPU)
-    with pytest.raises(ValueError, match="train_loader is empty"):
+    with pytest.raises(ValueError, match="train_loader has no batches"):
         train(model, optimizer, empty, empty)
 
 
@@ -215,3 +198,18 @@ def test_get_device_honours_env(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")  # an explicit choice wins
     monkeypatch.delenv("LLM_DEVICE")
     assert get_device().type in {"cuda", "mps", "cpu"}
+
+
+def test_perplexity_of_a_diverged_loss_is_infinite():
+    from utils import perplexity
+
+    assert perplexity(800.0) == float("inf") and perplexity(torch.tensor(float("inf"))) == float("inf")
+    assert perplexity(0.0) == 1.0
+
+
+def test_log_every_prints_only_every_nth_evaluation_and_keeps_them_all(capsys):
+    train_loader, val_loader = loaders()
+    model, optimizer = fresh(1)
+    train_losses, _, _ = train(model, optimizer, train_loader, val_loader, log_every=4)  # evaluations at 0, 2, 4
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert len(train_losses) == 3 and printed == ["Ep 1 (Step 000000)", "Ep 2 (Step 000004)"]

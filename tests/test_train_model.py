@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from tiny import tiny_config, token_loaders
 
 from utils import (
-    GPT_CONFIG_124M,
+    CheckpointError,
     GPTModel,
+    TrainingExtras,
     calc_loss_batch,
     evaluate_model,
     lr_at_step,
@@ -16,21 +17,13 @@ from utils import (
     train_model,
     train_model_simple,
 )
-from utils.train import CheckpointError
 
-TINY = {**GPT_CONFIG_124M, "vocab_size": 100, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
-        "drop_rate": 0.1}
+TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 SCHEDULE = dict(warmup_steps=2, initial_lr=1e-5, min_lr=1e-5, max_norm=0.5)
 
 
-def loaders(n_train=6, batch_size=2):
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 100, (n_train + 2, 9), generator=g)
-    train = TensorDataset(tokens[:n_train, :-1], tokens[:n_train, 1:])
-    val = TensorDataset(tokens[n_train:, :-1], tokens[n_train:, 1:])
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False))
+loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
 
 
 def fresh(seed=123, lr=1e-2):
@@ -74,8 +67,10 @@ def book_train_model(model, train_loader, val_loader, optimizer, device, n_epoch
     return train_losses, val_losses, track_tokens_seen, track_lrs
 
 
-def ours(model, optimizer, train_loader, val_loader, **kwargs):
+def ours(model, optimizer, train_loader, val_loader, checkpoint_path=None, resume=False, max_steps=None, **kwargs):
     kwargs = {**SCHEDULE, **kwargs}
+    if checkpoint_path or max_steps is not None:
+        kwargs["extras"] = TrainingExtras(checkpoint_path, resume=resume, max_steps=max_steps)
     return train_model(model, train_loader, val_loader, optimizer, CPU, num_epochs=3, eval_freq=2, eval_iter=1,
                        start_context=None, tokenizer=None, progress=False, **kwargs)
 
@@ -112,11 +107,11 @@ def test_learning_rates_follow_lr_at_step_and_clipping_starts_at_warmup_end(monk
     assert calls == [0.5] * (9 - 2)  # steps 2..8: from the end of the warmup on
 
 
-def test_no_clipping_and_peak_lr_argument(monkeypatch):
+def test_no_clipping_and_the_peak_lr_is_the_optimizers(monkeypatch):
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: pytest.fail("clipped"))
     train_loader, val_loader = loaders()
-    model, opt = fresh()
-    *_, lrs = ours(model, opt, train_loader, val_loader, max_norm=None, peak_lr=1e-3)
+    model, opt = fresh(lr=1e-3)
+    *_, lrs = ours(model, opt, train_loader, val_loader, max_norm=None)
     assert max(lrs) == pytest.approx(1e-3)
 
 
@@ -149,10 +144,10 @@ def test_simple_loop_resumes_as_before(tmp_path):
     model_b, opt_b = fresh(lr=1e-3)
     torch.manual_seed(5)
     train_model_simple(model_b, train_loader, val_loader, opt_b, CPU, 3, 2, 1, None, None, progress=False,
-                       checkpoint_path=path, max_steps=4)
+                       extras=TrainingExtras(path, max_steps=4))
     model_c, opt_c = fresh(seed=999, lr=1e-3)
     resumed = train_model_simple(model_c, train_loader, val_loader, opt_c, CPU, 3, 2, 1, None, None, progress=False,
-                                 checkpoint_path=path, resume=True)
+                                 extras=TrainingExtras(path, resume=True))
     assert resumed == whole and same_weights(model_a, model_c)
 
 
@@ -167,7 +162,7 @@ def test_resume_with_another_schedule_is_an_error(tmp_path):
     path2 = tmp_path / "simple.pth"
     model, opt = fresh()
     train_model_simple(model, train_loader, val_loader, opt, CPU, 3, 2, 1, None, None, progress=False,
-                       checkpoint_path=path2, max_steps=3)
+                       extras=TrainingExtras(path2, max_steps=3))
     with pytest.raises(CheckpointError, match="train_model_simple"):
         ours(model, opt, train_loader, val_loader, checkpoint_path=path2, resume=True)
 
@@ -175,14 +170,13 @@ def test_resume_with_another_schedule_is_an_error(tmp_path):
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(warmup_steps=10), ValueError, "warmup_steps"),
     (dict(warmup_steps=-1), ValueError, "warmup_steps"),
-    (dict(max_norm=0.0), ValueError, "max_norm"),
     (dict(min_lr=1.0), ValueError, "min_lr"),
-    (dict(clip_from_step=-1), ValueError, "clip_from_step"),
-    (dict(peak_lr=0.0), ValueError, "peak_lr"),
+    (dict(lr=0.0), ValueError, "peak_lr"),  # the optimizer's learning rate is the peak
 ])
 def test_bad_arguments_fail_before_training(kwargs, error, words):
+    """lr_at_step names a bad schedule setting at step 0, before the first update."""
     train_loader, val_loader = loaders()
-    model, opt = fresh()
+    model, opt = fresh(**{k: kwargs.pop(k) for k in ["lr"] if k in kwargs})
     before = [p.clone() for p in model.parameters()]
     with pytest.raises(error, match=words):
         ours(model, opt, train_loader, val_loader, **kwargs)

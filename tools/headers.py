@@ -29,24 +29,18 @@ def install_source(workdir: str = "notebooks") -> str:
     """The Colab-only install cell of a notebook in `workdir` ("notebooks" or "notebooks/solutions")."""
     folder = REPO_URL.rstrip("/").rsplit("/", 1)[-1]
     up = "../" * (workdir.count("/") + 1)
-    # Every run on Colab: clone once (into a .part folder renamed when complete, so an interrupted clone is redone),
-    # change into {workdir}/ unless already inside the repository (a runtime restart puts the kernel back in
-    # /content), and pip-install whatever of the three packages Colab lacks still fails to import, so an
-    # interrupted or failed first install is retried. Colab already has torch, numpy and matplotlib.
-    return f'''# On Colab only: fetch the repository once, install what is missing, then work in {workdir}/
+    # A new or restarted Colab runtime starts in /content: clone once (a clone cut short, without utils/, is redone),
+    # change into {workdir}/, and pip-install what still fails to import (a failed install is retried on the next run).
+    return f'''# On Colab only (chapters 5-7: pick a GPU runtime): clone the repository once, install what is missing
 import importlib.util, os, shutil, subprocess, sys
 if "google.colab" in sys.modules:
-    if not os.path.isdir("{up}utils"):  # not inside the repository: a new runtime, or one just restarted
-        if not os.path.isdir("/content/{folder}"):
-            shutil.rmtree("/content/{folder}.part", ignore_errors=True)  # left by an interrupted clone
-            subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}.part"], check=True)
-            os.rename("/content/{folder}.part", "/content/{folder}")
+    if not os.path.isdir("{up}utils"):
+        if not os.path.isdir("/content/{folder}/utils"):
+            shutil.rmtree("/content/{folder}", ignore_errors=True)
+            subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}"], check=True)
         os.chdir("/content/{folder}/{workdir}")
-    missing = [name for name in ["tiktoken", "tqdm", "safetensors"] if importlib.util.find_spec(name) is None]
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
-        importlib.invalidate_caches()
-    print("Chapters 5-7 train models: for them pick a GPU (Runtime > Change runtime type > T4 GPU).")'''
+    if missing := [name for name in ["tiktoken", "tqdm", "safetensors"] if importlib.util.find_spec(name) is None]:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)'''
 
 
 VERSIONS_SOURCE = '''import sys

@@ -3,6 +3,13 @@
 from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer
+from .checkpoint import (
+    CheckpointError,
+    NonFiniteLossError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .corpus import (
     ByteTokenizer,
     CorpusError,
@@ -14,10 +21,12 @@ from .corpus import (
     write_series_corpus,
 )
 from .data import GPTDatasetV1, create_dataloader_v1
-from .device import bf16_support, get_device
+from .device import FastSetting, bf16_support, fast_setting, get_device
+from .extras import TrainingExtras, check_finite
 from .generate import (
     generate,
     generate_text_simple,
+    sample_next_token,
     text_to_token_ids,
     token_ids_to_text,
     top_k_filter,
@@ -26,22 +35,47 @@ from .generate import (
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
-    OllamaError,
-    OllamaModelMissing,
-    OllamaTimeout,
-    OllamaUnreachable,
+    LengthGroupedBatchSampler,
     custom_collate_fn,
     format_input,
     generate_response,
     generate_responses,
-    judge_scores,
     lcs_length,
+    length_grouped_loader,
     load_instruction_data,
+    padding_fraction,
+    rouge_l_f1,
+    side_by_side,
+    split_data,
+)
+from .judge import (
+    OllamaError,
+    OllamaModelMissing,
+    OllamaTimeout,
+    OllamaUnreachable,
+    judge_scores,
     ollama_reachable,
     ollama_url,
     query_ollama,
-    rouge_l_f1,
-    split_data,
+)
+from .llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    GroupedQueryAttention,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaBlock,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    compute_rope_params,
+    count_unique_parameters,
+    load_hf_weights,
+    load_pretrained,
+    rope_inv_freq,
 )
 from .lora import (
     LinearWithLoRA,
@@ -64,7 +98,7 @@ from .model import (
     count_parameters,
     gpt2_config,
 )
-from .plots import plot_losses, plot_values
+from .plots import plot_losses, plot_model_diagram, plot_values, record_output_shapes
 from .schedule import clip_gradients, lr_at_step
 from .spam import (
     SpamDataset,
@@ -75,7 +109,6 @@ from .spam import (
     classify_text,
     compute_frozen_hidden,
     create_balanced_dataset,
-    evaluate_classifier,
     prepare_classifier,
     random_split,
     read_sms_spam,
@@ -85,18 +118,11 @@ from .spam import (
 )
 from .tokenizer import SimpleTokenizerV1, SimpleTokenizerV2, build_vocab, gpt2_tokenizer, split_text
 from .train import (
-    CheckpointError,
-    NonFiniteLossError,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
     generate_and_print_sample,
-    load_checkpoint,
-    load_weights,
     perplexity,
-    read_checkpoint,
-    save_checkpoint,
-    save_weights,
     set_seed,
     train_model,
     train_model_simple,
@@ -112,7 +138,7 @@ __all__ = [
     "judge_scores", "lcs_length", "load_instruction_data", "ollama_reachable", "ollama_url", "query_ollama", "rouge_l_f1",
     "split_data",
     "GPTDatasetV1", "create_dataloader_v1", "bf16_support",
-    "generate", "generate_text_simple", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
+    "generate", "generate_text_simple", "sample_next_token", "text_to_token_ids", "token_ids_to_text", "top_k_filter", "top_p_filter",
     "download_and_load_gpt2", "gpt2_or_fallback", "load_weights_into_gpt",
     "LinearWithLoRA", "LoRALayer", "load_lora", "lora_layers", "lora_state_dict", "merge_lora",
     "replace_linear_with_lora", "save_lora",
@@ -121,11 +147,19 @@ __all__ = [
     "plot_losses", "plot_values",
     "clip_gradients", "lr_at_step",
     "SpamDataset", "TrainableTop", "calc_accuracy_loader", "calc_classifier_loss_batch", "calc_classifier_loss_loader",
-    "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "evaluate_classifier", "prepare_classifier",
+    "classify_text", "compute_frozen_hidden", "create_balanced_dataset", "prepare_classifier",
     "random_split", "read_sms_spam", "read_split_csv", "train_classifier_simple", "write_split_csv",
     "SimpleTokenizerV1", "SimpleTokenizerV2", "build_vocab", "gpt2_tokenizer", "split_text",
     "NonFiniteLossError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "generate_and_print_sample",
     "get_device", "load_checkpoint", "perplexity", "save_checkpoint", "set_seed", "train_model", "train_model_simple",
-    "CheckpointError", "load_weights", "read_checkpoint", "save_weights",
+    "CheckpointError", "read_checkpoint",
+    "TrainingExtras", "check_finite",
     "AssetUnavailable", "OllamaModelMissing", "OllamaTimeout", "OllamaUnreachable",
+    "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
+    "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
+    "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
+    "side_by_side",
+    "plot_model_diagram", "record_output_shapes",
+    "FastSetting", "fast_setting",
+    "LengthGroupedBatchSampler", "length_grouped_loader", "padding_fraction",
 ]

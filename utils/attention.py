@@ -10,8 +10,6 @@ only the newest token (see `utils.generate`).
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,57 +20,36 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, fast=True):
         super().__init__()
-        for name, value in (("d_in", d_in), ("d_out", d_out), ("context_length", context_length), ("num_heads", num_heads)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a probability in [0, 1) (0.0 for none), got {dropout!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
-        self.d_in = d_in
         self.d_out = d_out
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
+        self.head_dim = d_out // num_heads  # reduce the projection dim to match the desired output dim
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)  # combines the heads' outputs
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
-        self.fast = fast
+        self.fast = fast  # compute with the fused scaled_dot_product_attention (same result)
         self.reset_cache()
 
     def reset_cache(self):
         """Forget the cached keys and values (call before generating from a new prompt)."""
-        self.cache_k = None
-        self.cache_v = None
-        self.cache_pos = 0
+        self.cache_k, self.cache_v, self.cache_pos = None, None, 0
 
     def forward(self, x, use_cache=False):
-        d_in = getattr(self, "d_in", None)  # None: an object pickled before d_in was stored
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or (d_in is not None and x.shape[-1] != d_in):
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(
-                f"x must be a tensor of shape (batch, num_tokens, d_in={d_in}), got {got}"
-                + (" (add the batch dimension: x.unsqueeze(0))" if isinstance(x, torch.Tensor) and x.dim() == 2 else "")
-            )
-        if x.shape[1] > self.mask.shape[0]:
-            raise ValueError(f"{x.shape[1]} tokens exceed the context length {self.mask.shape[0]} this attention was "
-                             f"built for: pass at most {self.mask.shape[0]} tokens (x[:, -{self.mask.shape[0]}:])")
-        b, num_tokens, _ = x.shape  # (batch, num_tokens, d_in)
+        b, num_tokens, d_in = x.shape  # (batch, num_tokens, d_in)
+        start = self.cache_pos if use_cache else 0  # absolute position of the first of these tokens
+        if start + num_tokens > self.mask.shape[0]:
+            raise ValueError(f"{start + num_tokens} tokens exceed the context length {self.mask.shape[0]} of this "
+                             "attention: pass fewer tokens, or call reset_cache() to empty the KV cache")
         # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
         queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
-        start = 0
         if use_cache:
-            start = self.cache_pos
-            if start + num_tokens > self.mask.shape[0]:
-                raise ValueError(
-                    f"the KV cache holds {start} tokens; {num_tokens} more exceed the context length "
-                    f"{self.mask.shape[0]}: call reset_cache() or generate without the cache"
-                )
             if self.cache_k is not None:
                 keys = torch.cat([self.cache_k, keys], dim=2)
                 values = torch.cat([self.cache_v, values], dim=2)

@@ -18,12 +18,11 @@ from typing import AbstractSet, Collection, Iterable, Literal, Sequence
 
 import regex  # tiktoken's own dependency: GPT-2's pattern needs \p{L} and possessive quantifiers
 
-from .assets import atomic_write_text
+from .checks import END_OF_TEXT, atomic_write_text
 
 # GPT-2's pre-tokenizer, as tiktoken writes it: contractions, letters, digits, other symbols (each with one optional
 # leading space), then whitespace. BPE never merges across the pieces it cuts.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-ENDOFTEXT = "<|endoftext|>"
 # Where tiktoken downloads GPT-2's two files from (and caches them; see `gpt2_file`)
 GPT2_FILES = {
     "encoder.json": (
@@ -36,7 +35,7 @@ GPT2_FILES = {
     ),
 }
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"  # what `save` writes: the same formats as GPT-2's two files
-GPT2_SPECIALS = {ENDOFTEXT, "<|startoftext|>"}  # the entries of GPT-2's encoder.json no merge makes (as tiktoken)
+GPT2_SPECIALS = {END_OF_TEXT, "<|startoftext|>"}  # the entries of GPT-2's encoder.json no merge makes (as tiktoken)
 MAX_SPECIAL_TOKENS = 256  # more entries beyond the merges than this: a truncated or mismatched merges file
 _CACHE_LIMIT = 500_000
 _LONG_PIECE = 256  # bytes; longer pieces are merged with a heap instead of rescanning all pairs after each merge  # pieces remembered by encode before the cache starts over
@@ -189,7 +188,7 @@ class BPETokenizer:
     def __init__(
         self,
         merges: Sequence[tuple[int, int]],
-        special_tokens: Sequence[str] = (ENDOFTEXT,),
+        special_tokens: Sequence[str] = (END_OF_TEXT,),
         *,
         name: str = "bpe",
         byte_order: Sequence[int] | None = None,
@@ -233,9 +232,9 @@ class BPETokenizer:
     @property
     def eot_token(self) -> int:
         """Id of `<|endoftext|>` (AttributeError if this tokenizer has none)."""
-        if ENDOFTEXT not in self._special:
-            raise AttributeError(f"tokenizer {self.name!r} has no {ENDOFTEXT} token (special tokens: {sorted(self._special)})")
-        return self._special[ENDOFTEXT]
+        if END_OF_TEXT not in self._special:
+            raise AttributeError(f"tokenizer {self.name!r} has no {END_OF_TEXT} token (special tokens: {sorted(self._special)})")
+        return self._special[END_OF_TEXT]
 
     @property
     def special_tokens_set(self) -> set[str]:
@@ -407,7 +406,7 @@ class BPETokenizer:
         cls,
         text: str,
         vocab_size: int,
-        special_tokens: Sequence[str] = (ENDOFTEXT,),
+        special_tokens: Sequence[str] = (END_OF_TEXT,),
         *,
         name: str | None = None,
         pattern: str = GPT2_PATTERN,

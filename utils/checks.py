@@ -37,16 +37,10 @@ def check_tokenizer(tokenizer) -> None:
 
 def check_loader(data_loader, name: str = "data_loader") -> int:
     """Number of batches of `data_loader`; ValueError if it has none (a text or data set shorter than one batch)."""
-    try:
-        n = len(data_loader)
-    except TypeError:
-        raise TypeError(f"{name} must be a torch DataLoader (something with a length), got {type(data_loader).__name__}") from None
-    if n == 0:
-        raise ValueError(
-            f"{name} has no batches: the data is smaller than one batch. Use a smaller batch_size or "
-            "context length, drop_last=False, or more data"
-        )
-    return n
+    if len(data_loader) == 0:
+        raise ValueError(f"{name} has no batches: the data is smaller than one batch. Use a smaller batch_size or "
+                         "context length, drop_last=False, or more data")
+    return len(data_loader)
 
 
 def check_file(path, what: str, hint: str = "") -> Path:
@@ -80,3 +74,27 @@ def atomic_write_text(path, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def check_token_ids(in_idx, vocab_size: int, context_length: int, cached: int = 0) -> None:
+    """Raise ValueError unless `in_idx` is `(batch, num_tokens)`, fits the context after `cached` tokens, ids < `vocab_size`."""
+    if in_idx.dim() != 2 or not 0 < in_idx.shape[1] <= context_length - cached:
+        raise ValueError(f"token ids must have shape (batch, num_tokens) with 1 to {context_length} tokens (the model's context length"
+                         f"{f', of which the KV cache already holds {cached}' if cached else ''}), got {tuple(in_idx.shape)}: add the batch "
+                         f"dimension with ids.unsqueeze(0), keep the last tokens with idx[:, -{context_length}:] (in generate: context_size <= {context_length})")
+    if not 0 <= int(in_idx.min()) <= int(in_idx.max()) < vocab_size:
+        raise ValueError(f"token ids must be in the model's vocabulary 0..{vocab_size - 1}, got ids "
+                         f"{int(in_idx.min())}..{int(in_idx.max())}: encode with the tokenizer the model was built for")
+
+
+def check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter,
+                        start_context=None, tokenizer=None) -> None:
+    """Before a training loop's first step: the arguments torch would reject late (after an epoch) or never."""
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        check_loader(loader, name)
+    for name, value in (("num_epochs", num_epochs), ("eval_freq", eval_freq), ("eval_iter", eval_iter)):
+        check_int(value, name)
+    if not {id(p) for p in model.parameters()} & {id(p) for group in optimizer.param_groups for p in group["params"]}:
+        raise ValueError("the optimizer updates none of the model's parameters: create it with model.parameters()")
+    if start_context is not None and not tokenizer.encode(start_context):  # the sample after each epoch will work
+        raise ValueError("start_context is empty: give the text the sample after each epoch starts with, or None")

@@ -19,16 +19,15 @@ import codecs
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .assets import atomic_write_text, sha256_of
+from .assets import sha256_of
+from .checks import END_OF_TEXT, atomic_write, atomic_write_text
 
-EOT = "<|endoftext|>"
 FORMAT = "llm-from-scratch token file v1"
 CHUNK_BYTES = 1 << 18  # read and tokenize 256 KiB at a time: memory stays flat however large the corpus
 # Encoded with every tokenizer and stored, so a token file made by a different tokenizer of the same name is noticed
@@ -53,10 +52,10 @@ class ByteTokenizer:
         return list(text.encode("utf-8"))
 
     def encode(self, text: str, allowed_special=frozenset()) -> list[int]:
-        if EOT not in allowed_special and allowed_special != "all":
+        if END_OF_TEXT not in allowed_special and allowed_special != "all":
             return self.encode_ordinary(text)
         ids = []
-        for k, part in enumerate(text.split(EOT)):
+        for k, part in enumerate(text.split(END_OF_TEXT)):
             if k:
                 ids.append(self.eot_token)
             ids.extend(part.encode("utf-8"))
@@ -66,7 +65,7 @@ class ByteTokenizer:
         out, run = [], bytearray()
         for i in ids:
             if i == self.eot_token:
-                out.append(run.decode("utf-8", errors="replace") + EOT)
+                out.append(run.decode("utf-8", errors="replace") + END_OF_TEXT)
                 run = bytearray()
             else:
                 run.append(int(i))
@@ -95,7 +94,7 @@ def _default_tokenizer():
 
 def tokenizer_fingerprint(tokenizer) -> dict:
     """What identifies a tokenizer in a token file's description: name, n_vocab, eot id and a probe encoding."""
-    ids = tokenizer.encode(PROBE, allowed_special={EOT})
+    ids = tokenizer.encode(PROBE, allowed_special={END_OF_TEXT})
     return {
         "name": str(getattr(tokenizer, "name", type(tokenizer).__name__)),
         "n_vocab": int(tokenizer.n_vocab),
@@ -179,11 +178,11 @@ def iter_token_chunks(path, tokenizer, chunk_bytes: int = CHUNK_BYTES, on_bytes=
             carry += text
             if final:
                 if carry:
-                    yield tokenizer.encode(_normalize(carry), allowed_special={EOT})
+                    yield tokenizer.encode(_normalize(carry), allowed_special={END_OF_TEXT})
                 return
             i = _cut(carry)
             if i > 0:
-                yield tokenizer.encode(_normalize(carry[:i]), allowed_special={EOT})
+                yield tokenizer.encode(_normalize(carry[:i]), allowed_special={END_OF_TEXT})
                 carry = carry[i:]
 
 
@@ -232,7 +231,6 @@ def build_token_file(data, out, tokenizer=None, *, progress: bool = True, chunk_
             print(f"{out.name} is out of date ({_what_changed(old, sources, fingerprint)}): rebuilding")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     total = sum(s["size"] for s in sources)
     from tqdm import tqdm
 
@@ -240,7 +238,7 @@ def build_token_file(data, out, tokenizer=None, *, progress: bool = True, chunk_
                disable=not progress, mininterval=1.0, ncols=90)
     num_tokens = 0
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(out) as f:
             for k, path in enumerate(files):
                 if k > 0:  # documents are joined with <|endoftext|>
                     np.asarray([tokenizer.eot_token], dtype=np.uint16).tofile(f)
@@ -248,10 +246,8 @@ def build_token_file(data, out, tokenizer=None, *, progress: bool = True, chunk_
                 for ids in iter_token_chunks(path, tokenizer, chunk_bytes, on_bytes=bar.update):
                     np.asarray(ids, dtype=np.uint16).tofile(f)
                     num_tokens += len(ids)
-        os.replace(tmp, out)
     finally:
         bar.close()
-        tmp.unlink(missing_ok=True)
     description = {
         "format": FORMAT, "dtype": "uint16", "byteorder": "little" if np.little_endian else "big",
         "num_tokens": num_tokens, "tokenizer": fingerprint, "sources": sources,

@@ -2,15 +2,19 @@
 
 `get_device()` picks cuda > mps > cpu (or `$LLM_DEVICE`); `bf16_support(device)` says whether bfloat16 runs
 on fast hardware there, and why, so a fast setting (05c), the Llama/Qwen loader (08) and the chat (09) choose alike.
+`fast_setting(FAST, device)` is the fast setting of every chapter that trains: what it uses, said in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
 _DEVICE_TYPES = "cpu, cuda, cuda:0 (a GPU index), mps or meta"
+FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps")  # where torch.optim.AdamW(fused=True) has a kernel (torch >= 2.5)
 
 
 def _device_from(name, what: str) -> torch.device:
@@ -64,3 +68,48 @@ def bf16_support(device) -> tuple[bool, str]:
             return True, "this CPU has AVX-512 BF16 instructions"
         return False, "this CPU has no bfloat16 units (no AMX or AVX-512 BF16): bfloat16 would be slower than float32"
     return False, f"no bfloat16 check for device type {device.type!r}"
+
+
+@dataclass(frozen=True)
+class FastSetting:
+    """What speeds training on `device`: bfloat16 autocast, fused AdamW, fused attention, length-grouped batches."""
+
+    enabled: bool
+    device: torch.device
+    bf16: bool  # bfloat16 autocast around the forward and backward pass
+    fused_adamw: bool  # for `torch.optim.AdamW(..., fused=fast.fused_adamw)`
+    fused_attention: bool  # scaled_dot_product_attention in every MultiHeadAttention
+    length_grouped: bool  # chapter 7: batches of similar lengths (`length_grouped_batches` in utils.instruct)
+    message: str
+
+    def autocast(self):
+        """bfloat16 autocast on the device when chosen, else a context that changes nothing."""
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def model_config(self, cfg: dict) -> dict:
+        """`cfg` with the fused attention path switched on when chosen (utils' GPTModel has it on already)."""
+        return {**cfg, "fast_attention": True} if self.fused_attention else dict(cfg)
+
+
+def fast_setting(enabled: bool, device=None, *, bf16: bool | None = None) -> FastSetting:
+    """The fast setting on `device` (None: `get_device()`), printed in one line; `bf16` overrides the hardware check."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False (the FAST line of the settings cell), got {enabled!r}")
+    device = get_device() if device is None else _device_from(device, "device")
+    has_bf16, why = bf16_support(device)
+    if has_bf16 and device.type == "cpu" and not torch.cpu._is_amx_tile_supported():
+        has_bf16, why = False, f"{why} but no AMX units: bfloat16 autocast measured slower than float32, see 05c"
+    use_bf16 = enabled and (has_bf16 if bf16 is None else bf16)
+    fused = enabled and device.type in FUSED_ADAMW_DEVICES
+    if not enabled:
+        message = (f"FAST = False: the book's path (float32, plain AdamW) on {device.type}; FAST = True would use "
+                   f"{'bfloat16 autocast' if has_bf16 else 'float32'} ({why}), fused AdamW and fused attention")
+    else:
+        precision = "bfloat16 autocast" if use_bf16 else "float32"
+        why = "forced" if bf16 is not None else why
+        message = (f"FAST = True on {device.type}: {precision} ({why}), {'fused' if fused else 'plain'} AdamW, "
+                   "fused attention (scaled_dot_product_attention), length-grouped batches where a chapter pads")
+    print(message)
+    return FastSetting(enabled, device, use_bf16, fused, enabled, enabled, message)

@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .assets import ASSETS, REPO_ROOT, AssetError, AssetUnavailable, fetch
+from .checkpoint import CheckpointError, check_fits, read_checkpoint
 from .model import MODEL_SIZES, GPTModel, gpt2_config
-from .train import CheckpointError, _check_fits, read_checkpoint
 
 GPT2_ASSETS = {"124M": "gpt2-124M", "355M": "gpt2-355M"}  # size -> name in utils.assets.ASSETS
 # Files without a pinned sha256 must at least be this large (the real 355M file is about 1.52 GB).
@@ -110,10 +110,6 @@ def check_gpt2_weights(shapes: dict[str, tuple[int, ...]], cfg: dict) -> None:
 
 def load_weights_into_gpt(model: GPTModel, weights: dict[str, torch.Tensor]) -> None:
     """Copy HF GPT-2 tensors (`{name: tensor}`, Conv1D `(in, out)`) into `model`; every name and shape is checked first."""
-    if not all(hasattr(model, part) for part in ("tok_emb", "pos_emb", "trf_blocks", "final_norm", "out_head")):
-        raise TypeError(f"model must be a GPTModel (GPTModel(gpt2_config(size))), got {type(model).__name__}")
-    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
-        raise TypeError("weights must be a dict name -> tensor, as safetensors.torch.load_file(path) returns")
     weights = _strip(weights)
     check_gpt2_weights({k: tuple(t.shape) for k, t in weights.items()}, _config_of(model))  # nothing copied on error
     e = model.tok_emb.embedding_dim
@@ -198,8 +194,10 @@ def _shown(path: Path) -> str:
 
 
 def _why_unreachable(exc: AssetUnavailable) -> str:
-    """'huggingface.co: <urlopen error [Errno -3] ...>' for each source tried, shortened to one line."""
-    parts = [f"{urllib.parse.urlparse(url).hostname or url}: {why}" for url, why in exc.reasons] or [str(exc)]
+    """'huggingface.co: <urlopen error [Errno -3] ...>' for each real source tried, shortened to one line."""
+    mirror = os.environ.get("LLM_ASSET_MIRROR", "").strip().rstrip("/")  # a local test set-up, not a source to name
+    real = [(url, why) for url, why in exc.reasons if not (mirror and url.startswith(mirror + "/"))] or exc.reasons
+    parts = [f"{urllib.parse.urlparse(url).hostname or url}: {why}" for url, why in real] or [str(exc)]
     text = "; ".join(" ".join(part.split()) for part in parts)
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -216,13 +214,6 @@ def gpt2_or_fallback(
     """
     if size not in GPT2_ASSETS:
         raise ValueError(f"no GPT-2 {size!r} weights are registered: choose one of {', '.join(GPT2_ASSETS)}")
-    if not isinstance(try_download, bool):
-        raise TypeError(f"try_download must be True or False, got {try_download!r}")
-    if fallback_checkpoint is not None and (not isinstance(fallback_checkpoint, (str, os.PathLike))
-                                            or not str(fallback_checkpoint)):
-        raise TypeError(f"fallback_checkpoint must be a file path (str or Path) or None, got {fallback_checkpoint!r}")
-    if fallback_config is not None and not isinstance(fallback_config, dict):
-        raise TypeError(f"fallback_config must be a model config dict or None, got {type(fallback_config).__name__}")
     why = "try_download=False"
     if try_download:
         try:
@@ -241,7 +232,7 @@ def gpt2_or_fallback(
         # settings that change no parameter shape (e.g. drop_rate) may be overridden
         config = {**payload["config"], **{k: v for k, v in config_overrides.items() if k not in SHAPE_KEYS}}
         model = GPTModel(config)
-        _check_fits(_shown(ckpt), payload, model)
+        check_fits(_shown(ckpt), payload, model)
         model.load_state_dict(payload["model_state_dict"])
         source, label = "chapter-5 checkpoint", f"the chapter-5 checkpoint {_shown(ckpt)}"
     else:

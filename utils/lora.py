@@ -9,25 +9,14 @@ safetensors file.
 from __future__ import annotations
 
 import math
-import numbers
-import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .checks import atomic_write
+
 LORA_FORMAT = "llm-from-scratch-lora-v1"
-
-
-def _check_rank_alpha(rank, alpha):
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"rank must be an int (the inner size of A and B, e.g. 8 or 16), got {rank!r}")
-    if rank < 1:
-        raise ValueError(f"rank must be at least 1, got {rank}: the update x @ A @ B needs A (in, rank), B (rank, out)")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-        raise TypeError(f"alpha must be a finite number (e.g. the rank, or twice it), got {alpha!r}")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}: the update is scaled by alpha / rank")
 
 
 class LoRALayer(nn.Module):
@@ -39,19 +28,15 @@ class LoRALayer(nn.Module):
 
     def __init__(self, in_dim, out_dim, rank, alpha, *, device=None, dtype=None):
         super().__init__()
-        _check_rank_alpha(rank, alpha)
         self.A = nn.Parameter(torch.empty(in_dim, rank, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # the book's choice: like nn.Linear's own weights
         self.B = nn.Parameter(torch.zeros(rank, out_dim, device=device, dtype=dtype))
-        self.rank, self.alpha = int(rank), float(alpha)
-        self.scaling = self.alpha / self.rank
+        self.alpha = alpha
+        self.rank = rank
 
     def forward(self, x):
-        return self.scaling * (x @ self.A @ self.B)  # (..., in_dim) @ (in_dim, rank) @ (rank, out_dim)
-
-    def delta_weight(self) -> torch.Tensor:
-        """The update as a weight matrix `(out_dim, in_dim)`, laid out like `nn.Linear.weight`."""
-        return (self.scaling * (self.A @ self.B)).T
+        x = (self.alpha / self.rank) * (x @ self.A @ self.B)  # (..., in_dim) @ (in_dim, rank) @ (rank, out_dim)
+        return x
 
     def extra_repr(self):
         return f"in_dim={self.A.shape[0]}, out_dim={self.B.shape[1]}, rank={self.rank}, alpha={self.alpha:g}"
@@ -62,16 +47,24 @@ class LinearWithLoRA(nn.Module):
 
     def __init__(self, linear, rank, alpha):
         super().__init__()
-        if _is_lora_wrapper(linear):
-            raise ValueError("this layer already has a LoRA update: wrap each linear layer once")
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
         self.linear = linear
-        w = linear.weight
+        w = linear.weight  # the update lives on the layer's device, in its dtype
         self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha, device=w.device, dtype=w.dtype)
 
     def forward(self, x):
         return self.linear(x) + self.lora(x)
+
+
+def replace_linear_with_lora(model, rank, alpha):
+    """Wrap every `nn.Linear` of `model` in place in `LinearWithLoRA(linear, rank, alpha)`, depth first (the book's order)."""
+    for name, module in model.named_children():
+        if hasattr(module, "lora"):  # a LinearWithLoRA (or a notebook's own): wrapping again would nest updates
+            raise ValueError("the model already has LoRA layers: wrap it once (to start again, merge_lora(model) first, "
+                             "or build a fresh model)")
+        if isinstance(module, nn.Linear):
+            setattr(model, name, LinearWithLoRA(module, rank, alpha))  # replace the Linear with LinearWithLoRA
+        else:
+            replace_linear_with_lora(module, rank, alpha)  # apply the same to the child modules
 
 
 def _is_lora_wrapper(module) -> bool:
@@ -86,37 +79,6 @@ def _is_lora_wrapper(module) -> bool:
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every `LinearWithLoRA` (or look-alike: `.linear` + `.lora.A`/`.lora.B`) in `model`, by module name."""
     return {name: m for name, m in model.named_modules() if _is_lora_wrapper(m)}
-
-
-def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
-    """Wrap every `nn.Linear` of `model` in place in `LinearWithLoRA(linear, rank, alpha)`; return `model`.
-
-    Visits the modules in the book's order (depth first, in registration order), so after
-    `torch.manual_seed(123)` the A matrices come out as the book's. Freezing is up to the caller: the book
-    freezes the whole model first, then wraps, so only the new A and B are trainable.
-    """
-    _check_rank_alpha(rank, alpha)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if lora_layers(model):
-        raise ValueError(
-            "the model already has LoRA layers: wrap it once (to start again, merge_lora(model) first, "
-            "or build a fresh model)"
-        )
-    if isinstance(model, nn.Linear):
-        raise TypeError("pass the model that holds the linear layers (a bare nn.Linear: use LinearWithLoRA)")
-
-    def wrap(module):
-        for name, child in module.named_children():
-            if isinstance(child, nn.Linear):
-                setattr(module, name, LinearWithLoRA(child, rank, alpha))
-            else:
-                wrap(child)
-
-    wrap(model)
-    if not lora_layers(model):
-        raise ValueError(f"{type(model).__name__} holds no nn.Linear layer to wrap")
-    return model
 
 
 @torch.no_grad()
@@ -169,7 +131,7 @@ def lora_state_dict(model: nn.Module, include=()) -> dict[str, torch.Tensor]:
 
 def save_lora(model: nn.Module, path, include=()) -> Path:
     """Write `lora_state_dict(model, include)` to a safetensors file atomically (rank and alpha in its metadata)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     layers = lora_layers(model)
     tensors = lora_state_dict(model, include)
@@ -181,12 +143,8 @@ def save_lora(model: nn.Module, path, include=()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": LORA_FORMAT, "rank": str(ranks.pop()), "alpha": repr(alphas.pop()),
                 "include": ",".join(include)}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=metadata))
     return path
 
 

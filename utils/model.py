@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn as nn
 
 from .attention import MultiHeadAttention
+from .checks import check_int, check_token_ids
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,  # GPT-2's BPE vocabulary
@@ -29,58 +28,15 @@ MODEL_SIZES = {
 
 
 CONFIG_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
-_OPTIONAL_KEYS = ("fast_attention",)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_config(cfg) -> None:
-    """Raise TypeError/ValueError naming the key if `cfg` is not a usable model config."""
-    if not isinstance(cfg, dict):
-        raise TypeError(f"the model config must be a dict (start from GPT_CONFIG_124M or gpt2_config()), got {type(cfg).__name__}")
-    missing = set(CONFIG_KEYS) - set(cfg)
+    """Raise ValueError naming the key if `cfg` lacks a key of GPT_CONFIG_124M or holds a size that is not a whole number."""
+    missing = [key for key in CONFIG_KEYS if key not in cfg]
     if missing:
-        raise ValueError(f"the model config lacks {sorted(missing)}: start from GPT_CONFIG_124M or gpt2_config()")
-    for key in ("vocab_size", "context_length", "emb_dim", "n_heads"):
-        if not _is_int(cfg[key]) or cfg[key] < 1:
-            raise ValueError(f"config[{key!r}] must be a whole number >= 1, got {cfg[key]!r}")
-    if not _is_int(cfg["n_layers"]) or cfg["n_layers"] < 0:
-        raise ValueError(f"config['n_layers'] must be a whole number >= 0, got {cfg['n_layers']!r}")
-    if cfg["emb_dim"] % cfg["n_heads"]:
-        raise ValueError(f"config['emb_dim'] ({cfg['emb_dim']}) must be divisible by config['n_heads'] ({cfg['n_heads']})")
-    rate = cfg["drop_rate"]
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0 <= rate < 1):
-        raise ValueError(f"config['drop_rate'] must be a number in [0, 1) (0.1 to train, 0.0 to finetune), got {rate!r}")
-    for key in ("qkv_bias", "fast_attention"):
-        if key in cfg and not isinstance(cfg[key], bool):
-            raise TypeError(f"config[{key!r}] must be True or False, got {cfg[key]!r}")
-
-
-def check_token_ids(in_idx, vocab_size: int, name: str = "in_idx") -> None:
-    """Raise TypeError/ValueError unless `in_idx` is a `(batch, num_tokens)` integer tensor of ids in the vocabulary."""
-    if not isinstance(in_idx, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a tensor of token ids of shape (batch, num_tokens), got a {type(in_idx).__name__}: "
-            "use text_to_token_ids(text, tokenizer) or torch.tensor([ids])"
-        )
-    if in_idx.dim() != 2:
-        hint = f" (add the batch dimension: {name}.unsqueeze(0))" if in_idx.dim() == 1 else ""
-        raise ValueError(f"{name} must have shape (batch, num_tokens), got {tuple(in_idx.shape)}{hint}")
-    if in_idx.dtype.is_floating_point or in_idx.dtype.is_complex or in_idx.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {in_idx.dtype}")
-    if in_idx.shape[0] == 0 or in_idx.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(in_idx.shape)}): give at least one token (an empty prompt has none)")
-    if in_idx.device.type != "meta":
-        lo, hi = torch.aminmax(in_idx)
-        lo, hi = int(lo), int(hi)
-        if lo < 0 or hi >= vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"{name} holds the token id {bad}, outside the model's vocabulary 0..{vocab_size - 1}: "
-                "encode with the tokenizer the model was built for (GPT-2's has 50257 tokens)"
-            )
+        raise ValueError(f"the model config lacks {missing}: start from GPT_CONFIG_124M or gpt2_config()")
+    for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+        check_int(cfg[key], f"config[{key!r}]", minimum=0 if key == "n_layers" else 1)
 
 
 def gpt2_config(size: str = "124M", **overrides) -> dict:
@@ -97,8 +53,6 @@ class LayerNorm(nn.Module):
 
     def __init__(self, emb_dim):
         super().__init__()
-        if not _is_int(emb_dim) or emb_dim < 1:
-            raise ValueError(f"emb_dim must be a whole number >= 1, got {emb_dim!r}")
         self.eps = 1e-5
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
@@ -122,8 +76,6 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        if not isinstance(cfg, dict) or not _is_int(cfg.get("emb_dim")) or cfg["emb_dim"] < 1:
-            raise ValueError(f"FeedForward needs a config dict with a whole-number emb_dim >= 1, got {cfg!r:.120}")
         self.layers = nn.Sequential(
             nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
             GELU(),
@@ -139,7 +91,6 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        check_config(cfg)
         self.att = MultiHeadAttention(
             d_in=cfg["emb_dim"],
             d_out=cfg["emb_dim"],
@@ -182,37 +133,30 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         self.current_pos = 0  # position of the next token when generating with the KV cache
 
+    def forward(self, in_idx, use_cache=False):
+        start = self.current_pos if use_cache else 0  # position of the first token (> 0 after cached tokens)
+        check_token_ids(in_idx, self.tok_emb.num_embeddings, self.pos_emb.num_embeddings, cached=start)
+        batch_size, seq_len = in_idx.shape
+        tok_embeds = self.tok_emb(in_idx)  # (batch, seq_len, emb_dim)
+        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))  # (seq_len, emb_dim)
+        self.current_pos = start + seq_len if use_cache else self.current_pos
+        x = tok_embeds + pos_embeds
+        x = self.drop_emb(x)
+        for block in self.trf_blocks:
+            x = block(x, use_cache=use_cache)
+        x = self.final_norm(x)
+        logits = self.out_head(x)
+        return logits  # (batch, seq_len, vocab_size)
+
     def reset_kv_cache(self):
         """Empty every block's KV cache and restart positions at 0."""
         self.current_pos = 0
         for block in self.trf_blocks:
             block.att.reset_cache()
 
-    def forward(self, in_idx, use_cache=False):
-        check_token_ids(in_idx, self.tok_emb.num_embeddings)
-        batch_size, seq_len = in_idx.shape
-        context_length = self.pos_emb.num_embeddings
-        start = self.current_pos if use_cache else 0
-        if start + seq_len > context_length:
-            raise ValueError(
-                f"{start + seq_len} tokens exceed the model's context length {context_length}: "
-                f"keep only the last {context_length} tokens (idx[:, -{context_length}:])"
-            )
-        if use_cache:
-            self.current_pos += seq_len
-        tok_embeds = self.tok_emb(in_idx)  # (batch, seq_len, emb_dim)
-        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))  # (seq_len, emb_dim)
-        x = self.drop_emb(tok_embeds + pos_embeds)
-        for block in self.trf_blocks:
-            x = block(x, use_cache=use_cache)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (batch, seq_len, vocab_size)
-
 
 def count_parameters(model: nn.Module, tied: bool = False) -> int:
     """Number of parameters; `tied=True` counts the output head as shared with the token embedding."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"count_parameters needs a torch.nn.Module, got {type(model).__name__}")
     total = sum(p.numel() for p in model.parameters())
     if tied and hasattr(model, "out_head"):
         total -= model.out_head.weight.numel()

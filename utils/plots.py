@@ -6,29 +6,12 @@ then `plt.show()` (a bare `plot_losses(...)` as a cell's last line would display
 
 from __future__ import annotations
 
-import numbers
-
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 
-def _check_numbers(values, name) -> int:
-    """len(values); TypeError unless `values` is a sequence (list, tensor, array) of plain numbers."""
-    if hasattr(values, "tolist"):  # a tensor or numpy array
-        values = values.tolist()
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise TypeError(f"{name} must be a list of numbers (one per evaluation), got {type(values).__name__}")
-    if not all((isinstance(v, numbers.Real) and not isinstance(v, bool)) or getattr(v, "ndim", None) == 0 for v in values):
-        raise TypeError(f"{name} must hold plain numbers (use loss.item() for a tensor), got {list(values)[:3]!r}...")
-    return len(values)
-
-
 def _twin_plot(epochs_seen, seen, train_values, val_values, label, seen_label):
-    if not isinstance(label, str) or not label:
-        raise ValueError(f"label must be a non-empty string such as 'loss' or 'accuracy', got {label!r}")
-    _check_numbers(epochs_seen, "epochs_seen")
-    _check_numbers(seen, seen_label.lower().replace(" ", "_"))
-    if not _check_numbers(train_values, "train values") or not _check_numbers(val_values, "validation values"):
+    if len(train_values) == 0:
         raise ValueError("there is nothing to plot (no evaluation was recorded): train with a smaller eval_freq")
     if not (len(epochs_seen) == len(seen) == len(train_values) == len(val_values)):
         raise ValueError(
@@ -57,3 +40,41 @@ def plot_losses(epochs_seen, tokens_seen, train_losses, val_losses):
 def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss"):
     """The book's chapter-6 figure: train/val `label` ("loss" or "accuracy") against epochs, examples seen on top."""
     return _twin_plot(epochs_seen, examples_seen, train_values, val_values, label, "Examples seen")
+
+
+def record_output_shapes(model, batch, names) -> dict:
+    """Run `model(batch)` once and return {name: output shape} of its submodules `names`, via forward hooks."""
+    import torch
+
+    shapes = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape))) for name in names]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def plot_model_diagram(steps, title):
+    """Chapter 4's figure: one box per step (text, output shape, colour), top to bottom, arrows between them."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    previous_bottom = None
+    for i, (text, shape, colour) in enumerate(steps):
+        y = len(steps) - 1 - i
+        height = 0.75 if "\n" in text else 0.5
+        ax.add_patch(plt.Rectangle((0, y - height / 2), 6, height, facecolor=colour, alpha=0.35, edgecolor="k"))
+        ax.text(3, y, text, ha="center", va="center", fontsize=9)
+        ax.text(6.3, y, shape, ha="left", va="center", fontsize=9, family="monospace")
+        if previous_bottom is not None:  # an arrow from the box above
+            ax.annotate("", xy=(3, y + height / 2), xytext=(3, previous_bottom), arrowprops={"arrowstyle": "->"})
+        previous_bottom = y - height / 2
+    ax.text(6.3, len(steps) - 0.45, "output shape (batch, tokens, ...)", fontsize=9, style="italic")
+    ax.set_xlim(-0.1, 10.5)
+    ax.set_ylim(-0.6, len(steps) - 0.2)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -4,16 +4,18 @@
     torchrun --nproc_per_node=2 -m utils.pretrain --data books/ --out runs/books  # two (gloo on CPU, nccl on CUDA)
 
 The notebook 05b calls `pretrain(...)` below: the same code path. The corpus becomes `<out>/tokens.bin`
-(utils.corpus, built once by rank 0); every process draws its share of each step's windows through a
-`DistributedSampler`, so N processes with batch b take the same steps as one process with batch N*b.
-Logging, progress bar, evaluation, samples and checkpoints happen on rank 0 only. `<out>/checkpoint.pt`
-loads with `torch.load(weights_only=True)` and `--resume` continues exactly where it stopped.
+(utils.corpus, built once by rank 0). The training loop is appendix D's `train_model` (utils/train.py); around it
+the multi-process pieces: every process draws its share of each step's windows through a `DistributedSampler`
+(so N processes with batch b take the same steps as one process with batch N*b), DistributedDataParallel
+averages the gradients, and only rank 0 prints and writes `<out>/checkpoint.pt` (utils/extras.py's format: it
+loads with `torch.load(weights_only=True)` and `--resume` continues exactly where it stopped).
 """
 
 from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import inspect
 import math
 import os
@@ -21,20 +23,21 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from .checkpoint import CheckpointError, NonFiniteLossError, read_checkpoint
 from .corpus import CorpusError, TokenFile, build_token_file, get_tokenizer, tokenizer_fingerprint, train_val_windows
 from .device import get_device
+from .extras import TrainingExtras
 from .model import GPT_CONFIG_124M, MODEL_SIZES, GPTModel
-from .schedule import clip_gradients, lr_at_step
-from .train import NonFiniteLossError, calc_loss_batch, evaluate_model, generate_and_print_sample
+from .train import train_model
 
 # Sizes to train from scratch: the book's GPT_CONFIG_124M layout (no qkv bias) at three widths.
 MODELS = {
@@ -83,7 +86,8 @@ class _Ranks:
             dist.broadcast_object_list(box, src=0)
             outcome = box[0]
         if outcome[0] == "error":
-            cls = {"CorpusError": CorpusError, "NonFiniteLossError": NonFiniteLossError}.get(outcome[1])
+            cls = {"CorpusError": CorpusError, "NonFiniteLossError": NonFiniteLossError,
+                   "CheckpointError": CheckpointError}.get(outcome[1])
             cls = cls or getattr(builtins, outcome[1], None)
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                 cls = RuntimeError
@@ -151,38 +155,16 @@ def _check_settings(s: dict) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict:
+    """The payload of `<out>/checkpoint.pt` (read_checkpoint's errors), or an error saying what to give instead."""
     if not path.exists():
         raise FileNotFoundError(
             f"--resume: there is no checkpoint at {path}: start without --resume, or give the --out folder "
             "of the run to continue"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    payload = read_checkpoint(path)
+    if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a utils.pretrain checkpoint ({CHECKPOINT_FORMAT}): give its --out folder")
     return payload
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def pretrain(
@@ -241,174 +223,167 @@ def _pretrain(ranks, data, out, model_name, s, min_lr, weight_decay, grad_clip, 
         from .tokenizer import gpt2_tokenizer
 
         tokenizer = gpt2_tokenizer()
-    say = print if ranks.main and progress else (lambda *a, **k: None)
-    data = Path(data)
-    checkpoint_path = out / "checkpoint.pt"
+    token_file, train_ds, train_loader, val_loader = _data(ranks, Path(data), out, s, val_fraction, seed, tokenizer,
+                                                           progress)
+    steps_per_epoch = len(train_loader)
+    total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
+    run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
+           "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
 
-    # 1. The token file: built (or reused) by rank 0; every rank then maps it.
+    # The model and optimizer; a resumed run's settings are checked against its checkpoint first.
+    config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
+    token_id = {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}
+    state = ranks.shared(lambda: _load_checkpoint(out / "checkpoint.pt")) if resume else None
+    if state is not None:
+        _check_resume(state, run, config, token_id, out / "checkpoint.pt")
+    torch.manual_seed(seed)
+    gpt = GPTModel(config).to(ranks.device)
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
+    torch.manual_seed(seed + 1)  # dropout: one random stream, the same on every rank (a checkpoint's fits them all)
+
+    # Appendix D's train_model, with the multi-process pieces around it.
+    extras = _RankZeroExtras(ranks, gpt, out / "checkpoint.pt", every=s["checkpoint_every"], resume=resume,
+                             max_steps=min(total_steps, s["stop_after"] or total_steps),
+                             meta={"format": CHECKPOINT_FORMAT, "config": config, "run": run, "token_file": token_id})
+    first_step = state["global_step"] + 1 if state is not None else 0
+    say = print if ranks.main else (lambda *a, **k: None)
+    say(f"{ranks.world} process(es) on {ranks.device.type}, {sum(p.numel() for p in gpt.parameters()):,} parameters, "
+        f"{len(train_ds):,} training windows, {steps_per_epoch} steps per epoch, {total_steps} steps")
+    if state is not None:
+        say(f"resuming checkpoint.pt at step {first_step} of {total_steps}")
+    started = time.perf_counter()
+    try:
+        with _rank_zero_prints(ranks):
+            train_losses, val_losses, tokens_seen, _ = train_model(
+                _ddp(gpt, ranks), train_loader, val_loader, optimizer, ranks.device,
+                math.ceil(total_steps / steps_per_epoch), s["eval_every"], s["eval_batches"], prompt or None, tokenizer,
+                s["warmup_steps"], min(min_lr, s["lr"]), min(min_lr, s["lr"]), max_norm=grad_clip,
+                total_steps=total_steps, extras=extras, progress=progress, sample_tokens=sample_tokens)
+    finally:  # Ctrl-C works as usual again, also after an error
+        if extras.interrupt is not None:
+            extras.interrupt.restore()
+    seconds, steps = time.perf_counter() - started, extras.step
+    speed = (steps - first_step) * s["batch_size"] * s["context_length"] * ranks.world / seconds
+    stopped_early = steps < total_steps
+    if stopped_early:
+        say(f"stopped after step {steps} (stop_after): checkpoint saved; continue with --resume")
+    say(f"{steps} steps, {steps * s['batch_size'] * s['context_length'] * ranks.world:,} tokens seen; "
+        f"{speed:,.0f} tokens/s over all processes (evaluations and samples included)")
+    return {"model": gpt, "config": config, "steps": list(range(0, steps, s["eval_every"])),
+            "train_losses": train_losses, "val_losses": val_losses, "tokens_seen": tokens_seen,
+            "tokens_per_second": speed, "checkpoint": out / "checkpoint.pt", "stopped_early": stopped_early,
+            "world_size": ranks.world}
+
+
+def _data(ranks, data, out, s, val_fraction, seed, tokenizer, progress):
+    """The token file (built or reused by rank 0, then mapped by every rank), its training windows and the loaders."""
+
     def make_token_file():
         if data.suffix in (".bin", ".json"):
             return str(TokenFile(data.with_suffix(".bin"), tokenizer).path)
         return str(build_token_file(data, out / "tokens.bin", tokenizer, progress=progress).path)
 
-    token_path = ranks.shared(make_token_file)
-    token_file = TokenFile(token_path, tokenizer)
+    token_file = TokenFile(ranks.shared(make_token_file), tokenizer)
     train_ds, val_ds = train_val_windows(token_file, s["context_length"], val_fraction)
+    # Each rank draws its share of every epoch's shuffled windows; evaluation batches are as large as a whole step,
+    # so the logged validation losses are the same for any number of processes. Private generators: iterating a
+    # loader never draws from torch's global random numbers (dropout's).
     sampler = DistributedSampler(train_ds, num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed,
                                  drop_last=True)
-    steps_per_epoch = len(sampler) // s["batch_size"]
-    if steps_per_epoch == 0:
+    train_loader = DataLoader(train_ds, s["batch_size"], sampler=sampler, drop_last=True, generator=torch.Generator())
+    val_loader = DataLoader(val_ds, s["batch_size"] * ranks.world, generator=torch.Generator())
+    if len(train_loader) == 0:
         raise ValueError(
             f"the training part of {token_file.path.name} gives {len(train_ds)} windows of {s['context_length']} "
             f"tokens, but one step takes {ranks.world} process(es) x batch {s['batch_size']} = "
             f"{ranks.world * s['batch_size']} windows: use fewer processes (--nproc_per_node), a smaller "
             "--batch-size or --context-length, or more text"
         )
-    total_steps = s["max_steps"] or (s["epochs"] or 1) * steps_per_epoch
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    if s["warmup_steps"] > total_steps:
-        raise ValueError(f"warmup_steps={s['warmup_steps']} is more than the {total_steps} steps of the run")
-    if min_lr > s["lr"]:
-        min_lr = s["lr"]  # a tiny peak learning rate: keep it flat rather than refuse
-    run = {"world_size": ranks.world, "batch_size": s["batch_size"], "seed": seed, "total_steps": total_steps,
-           "val_fraction": val_fraction, "warmup_steps": s["warmup_steps"], "lr": s["lr"]}
+    return token_file, train_ds, train_loader, val_loader
 
-    # 2. The model and optimizer, from a checkpoint when resuming (read by rank 0, sent to all).
-    config = model_config(model_name, token_file.n_vocab, s["context_length"], s["dropout"])
-    state = ranks.shared(lambda: _load_checkpoint(checkpoint_path)) if resume else None
-    if state is not None:
-        problems = [f"{k}: checkpoint {state['run'][k]!r}, now {run[k]!r}" for k in RESUME_KEYS
-                    if state["run"].get(k) != run[k]]
-        if state["config"] != config:
-            problems.append(f"model config: checkpoint {state['config']}, now {config}")
-        if state["token_file"] != {"num_tokens": token_file.num_tokens, "tokenizer": tokenizer_fingerprint(tokenizer)}:
-            problems.append("the token file differs from the one the checkpoint trained on")
-        if problems:
-            raise ValueError(f"cannot resume {checkpoint_path}: settings differ ({'; '.join(problems)}); "
-                             "resume with the settings of the first run, or start afresh without --resume")
-    torch.manual_seed(seed)
-    gpt = GPTModel(config).to(ranks.device)
-    optimizer = torch.optim.AdamW(gpt.parameters(), lr=s["lr"], weight_decay=weight_decay)
-    step, tokens_seen = 0, 0
-    history = {"steps": [], "train_losses": [], "val_losses": [], "tokens_seen": []}
-    torch.manual_seed(seed + 1 + ranks.rank)  # dropout: a different stream on every rank
-    if state is not None:
-        gpt.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
-        _set_rng_state(state["rng"][ranks.rank], ranks.device)
-        say(f"resuming {checkpoint_path.name} at step {step} of {total_steps}")
-    net = gpt
-    if ranks.distributed:
-        from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
-        # the only buffers are the causal masks, equal everywhere: no need to send them at every step
-        quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                 else {"broadcast_buffers": False})
-        net = DistributedDataParallel(gpt, device_ids=device_ids, **quiet)
+def _check_resume(state: dict, run: dict, config: dict, token_id: dict, path: Path) -> None:
+    """ValueError listing every setting of this run that differs from the checkpoint's."""
+    problems = [f"{k}: checkpoint {state['run'][k]!r}, now {run[k]!r}" for k in RESUME_KEYS
+                if state["run"].get(k) != run[k]]
+    if state["config"] != config:
+        problems.append(f"model config: checkpoint {state['config']}, now {config}")
+    if state["token_file"] != token_id:
+        problems.append("the token file differs from the one the checkpoint trained on")
+    if problems:
+        raise ValueError(f"cannot resume {path}: settings differ ({'; '.join(problems)}); "
+                         "resume with the settings of the first run, or start afresh without --resume")
 
-    def loader(dataset, batch_size, order=None):  # a private generator: never draws from torch's global one
-        return DataLoader(dataset, batch_size=batch_size, sampler=order, shuffle=False, drop_last=order is not None,
-                          generator=torch.Generator())
 
-    # evaluation on rank 0 uses batches as large as a whole step, so the logs are the same for any process count
-    train_eval_loader = loader(train_ds, s["batch_size"] * ranks.world)
-    val_loader = loader(val_ds, s["batch_size"] * ranks.world)
+class _DDP(DistributedDataParallel):
+    """DistributedDataParallel that also answers for the GPT's own attributes (`pos_emb`, `reset_kv_cache`, ...),
+    which the book's sample code reads from the model it is given."""
 
-    def save_checkpoint():
-        rngs = [None] * ranks.world
-        if ranks.distributed:
-            dist.all_gather_object(rngs, _rng_state(ranks.device))
-        else:
-            rngs = [_rng_state(ranks.device)]
-        if ranks.main:
-            payload = {"format": CHECKPOINT_FORMAT, "model": gpt.state_dict(), "optimizer": optimizer.state_dict(),
-                       "config": config, "run": run, "step": step, "tokens_seen": tokens_seen, "history": history,
-                       "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs],
-                       "token_file": {"num_tokens": token_file.num_tokens,
-                                      "tokenizer": tokenizer_fingerprint(tokenizer)}}
-            _save_atomic(payload, checkpoint_path)
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)
 
-    say(f"{ranks.world} process(es) on {ranks.device.type}, {sum(p.numel() for p in gpt.parameters()):,} parameters, "
-        f"{len(train_ds):,} training windows, {steps_per_epoch} steps per epoch, {total_steps} steps")
-    from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ranks.main and progress),
-               mininterval=1.0, ncols=90, file=sys.stdout)
-    stopped_early, train_time, trained_tokens = False, 0.0, 0
-    interrupt = _StopAtStepEnd()
-    try:
-        for epoch in range(step // steps_per_epoch, num_epochs):
-            sampler.set_epoch(epoch)
-            first = step - epoch * steps_per_epoch  # batches of this epoch already done (when resuming)
-            order = list(sampler)[first * s["batch_size"]:]
-            gpt.train()
-            started = time.perf_counter()
-            for inputs, targets in loader(train_ds, s["batch_size"], order):
-                if step >= total_steps:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(step, total_steps, s["lr"], s["warmup_steps"], min_lr, min_lr)
-                optimizer.zero_grad()
-                loss = calc_loss_batch(inputs, targets, net, ranks.device)
-                loss.backward()
-                # the loss of the whole step and whether any process was asked to stop, the same on every rank
-                shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(interrupt.requested))])
-                if ranks.distributed:
-                    shared = shared.to(ranks.device)
-                    dist.all_reduce(shared)
-                    shared = shared.cpu()
-                mean_loss, stop_now = shared[0] / ranks.world, bool(shared[1] > 0)
-                if not torch.isfinite(mean_loss):
-                    raise NonFiniteLossError(
-                        f"the loss became {mean_loss.item()} at step {step}: lower --lr, or resume from the last "
-                        "checkpoint"
-                    )
-                if grad_clip:
-                    clip_gradients(gpt.parameters(), grad_clip)
-                optimizer.step()
-                step += 1
-                tokens_seen += inputs.numel() * ranks.world
-                trained_tokens += inputs.numel() * ranks.world
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss.item():.3f}", refresh=False)
-                if step % s["eval_every"] == 0 or step == total_steps:
-                    train_time += time.perf_counter() - started
-                    if ranks.main:
-                        tl, vl = evaluate_model(gpt, train_eval_loader, val_loader, ranks.device, s["eval_batches"])
-                        history["steps"].append(step)
-                        history["train_losses"].append(tl)
-                        history["val_losses"].append(vl)
-                        history["tokens_seen"].append(tokens_seen)
-                        if progress:
-                            bar.write(f"step {step:6d}  epoch {epoch + 1}  train loss {tl:.3f}  val loss {vl:.3f}")
-                    started = time.perf_counter()
-                if (s["checkpoint_every"] and step % s["checkpoint_every"] == 0) or step == total_steps:
-                    save_checkpoint()
-                if stop_now:  # Ctrl-C (or SIGTERM): this step is complete; keep it and stop
-                    save_checkpoint()
-                    say(f"\ninterrupted: saved step {step} to {checkpoint_path.name}; continue with --resume")
-                    raise KeyboardInterrupt(f"interrupted after step {step}")
-                if s["stop_after"] and step >= s["stop_after"] and step < total_steps:
-                    save_checkpoint()
-                    stopped_early = True
-                    break
-            train_time += time.perf_counter() - started
-            if stopped_early:
-                break
-            if ranks.main and prompt and progress:
-                bar.clear()
-                generate_and_print_sample(gpt, tokenizer, ranks.device, prompt, sample_tokens)
-    finally:
-        interrupt.restore()
-        bar.close()
-    speed = trained_tokens / train_time if train_time > 0 else float("nan")
-    if stopped_early:
-        say(f"stopped after step {step} (stop_after): checkpoint saved; continue with --resume")
-    say(f"{step} steps, {tokens_seen:,} tokens seen; {speed:,.0f} tokens/s over all processes")
-    return {"model": gpt, "config": config, **history, "tokens_per_second": speed, "checkpoint": checkpoint_path,
-            "stopped_early": stopped_early, "world_size": ranks.world}
+def _ddp(gpt, ranks):
+    """The model train_model steps: `gpt` itself in one process; wrapped in DistributedDataParallel (gradients
+    averaged over the processes in every backward pass) in several."""
+    if not ranks.distributed:
+        return gpt
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # the only buffers are the causal masks, equal everywhere: no need to send them at every step
+    quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel).parameters else {"broadcast_buffers": False})
+    return _DDP(gpt, device_ids=device_ids, **quiet)
+
+
+@contextlib.contextmanager
+def _rank_zero_prints(ranks):
+    """Only rank 0 prints: the evaluation lines, the samples and the progress bar of the other ranks go nowhere."""
+    if ranks.main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+class _RankZeroExtras(TrainingExtras):
+    """train_model's extras for N processes: checkpoints of the GPT itself (not of its DDP wrapper) written by rank 0,
+    and Ctrl-C (or SIGTERM) on any rank stops every rank after the same finished step, saved."""
+
+    def __init__(self, ranks, gpt, path, **kwargs):
+        super().__init__(path, **kwargs)
+        self.ranks, self.gpt, self.interrupt = ranks, gpt, None
+
+    def start(self, model, optimizer, *args, **kwargs):
+        self.interrupt = _StopAtStepEnd()
+        try:
+            return super().start(self.gpt, optimizer, *args, **kwargs)
+        except BaseException:
+            self.interrupt.restore()
+            raise
+
+    def save(self) -> None:
+        if self.ranks.main:
+            super().save()
+
+    def after_step(self, global_step: int, tokens_seen: int) -> bool:
+        stopped = super().after_step(global_step, tokens_seen)
+        asked = torch.tensor(float(self.interrupt.requested), device=self.ranks.device)
+        if self.ranks.distributed:
+            dist.all_reduce(asked)  # the same answer on every rank
+        if asked.item() > 0:
+            self.save()
+            self.interrupt.restore()
+            if self.ranks.main:
+                print(f"\ninterrupted: saved step {self.step} to {self.path.name}; continue with --resume")
+            raise KeyboardInterrupt(f"interrupted after step {self.step}")
+        if self.stopped or self.step == self.total:
+            self.interrupt.restore()
+        return stopped
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -438,7 +413,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "utils.bpe.BPETokenizer (trained on your text, notebook 02b)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best there is)")
     p.add_argument("--stop-after", type=int, default=None, help="stop after step N as if interrupted (try --resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or logs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the evaluation lines, samples and summary stay)")
     return p.parse_args(argv)
 
 

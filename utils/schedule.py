@@ -7,20 +7,16 @@ import numbers
 
 import torch
 
+from .checks import check_int
 
-def _check_number(name, value, *, low=0.0, low_inclusive=True):
+
+def check_number(name, value, *, low=0.0, low_inclusive=True):
+    """Raise TypeError unless `value` is a finite number, ValueError unless it is >= `low` (> when exclusive)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r}")
     if value < low or (value == low and not low_inclusive):
         bound = ">=" if low_inclusive else ">"
         raise ValueError(f"{name} must be {bound} {low}, got {value!r}")
-
-
-def _check_int(name, value, *, low=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 
 def lr_at_step(
@@ -40,9 +36,9 @@ def lr_at_step(
     accepted so a plot can show the floor); the last step `total_steps - 1` is a little above it.
     Works with any optimizer: set `param_group["lr"]` to it before `optimizer.step()`.
     """
-    _check_int("total_steps", total_steps, low=1)
-    _check_int("warmup_steps", warmup_steps, low=0)
-    _check_int("step", step, low=0)
+    check_int(total_steps, "total_steps")
+    check_int(warmup_steps, "warmup_steps", minimum=0, hint="the book warms up over 20% of the steps")
+    check_int(step, "step", minimum=0)
     if warmup_steps > total_steps:
         raise ValueError(
             f"warmup_steps ({warmup_steps}) is larger than total_steps ({total_steps}): "
@@ -50,9 +46,9 @@ def lr_at_step(
         )
     if step > total_steps:
         raise ValueError(f"step ({step}) is past total_steps ({total_steps}): steps run from 0 to total_steps - 1")
-    _check_number("peak_lr", peak_lr, low=0.0, low_inclusive=False)
-    _check_number("initial_lr", initial_lr)
-    _check_number("min_lr", min_lr)
+    check_number("peak_lr", peak_lr, low=0.0, low_inclusive=False)
+    check_number("initial_lr", initial_lr)
+    check_number("min_lr", min_lr)
     if min_lr > peak_lr:
         raise ValueError(f"min_lr ({min_lr}) is larger than peak_lr ({peak_lr}): the cosine decays from peak to min")
     if step < warmup_steps:
@@ -69,7 +65,7 @@ def clip_gradients(parameters, max_norm: float) -> float:
     `parameters`: an iterable of tensors (e.g. `model.parameters()`); those without `.grad` are skipped.
     Same result as `torch.nn.utils.clip_grad_norm_(parameters, max_norm)`, which the book calls.
     """
-    _check_number("max_norm", max_norm, low=0.0, low_inclusive=False)
+    check_number("max_norm", max_norm, low=0.0, low_inclusive=False)
     if isinstance(parameters, torch.Tensor):
         parameters = [parameters]
     try:

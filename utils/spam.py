@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import numbers
-import os
 import warnings
 from pathlib import Path
 
@@ -19,33 +17,24 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm import tqdm
 
-from .train import _check_training_args, calc_loss_loader, check_finite, check_step_finite
+from .checks import atomic_write, check_file, check_int, check_loader, check_training_args
+from .extras import check_finite
+from .train import calc_loss_loader, evaluate_model
 
 LABELS = {"ham": 0, "spam": 1}  # the book's label ids
 CSV_HEADER = ["Label", "Text"]
-END_OF_TEXT = "<|endoftext|>"
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _read_text(path, hint: str) -> str:
-    """The UTF-8 text of `path`; a decoding error names the file and the line."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"there is no file at {path}: {hint}")
-    data = Path(path).read_bytes()
+    """The UTF-8 text of `path`; a missing file says `hint`, a decoding error names the line."""
+    data = check_file(path, "file", hint).read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}, line {line}: not UTF-8 text (byte {data[exc.start:exc.start + 1]!r}): save the file as UTF-8, "
-            f"or fix that line. {hint}"
-        ) from None
+        raise ValueError(f"{path}, line {line}: not UTF-8 text: save the file as UTF-8, or fix that line. {hint}") from None
 
 
 # --- reading, balancing and splitting the data -------------------------------------------------------
@@ -80,8 +69,6 @@ def create_balanced_dataset(rows, seed: int = 123) -> list[tuple[int, str]]:
     Samples exactly as the book's pandas code `df.sample(n, random_state=seed)` does: the first n entries
     of numpy's legacy `RandomState(seed).permutation` (pandas calls `RandomState.choice`, which does that).
     """
-    if not _is_int(seed):
-        raise TypeError(f"seed must be a whole number (the book uses 123), got {seed!r}")
     for i, row in enumerate(rows):
         if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in LABELS and isinstance(row[1], str)):
             raise ValueError(f"row {i} is {row!r:.80}: expected a ('ham' or 'spam', message) pair, as read_sms_spam returns")
@@ -109,8 +96,6 @@ def random_split(rows, train_frac: float = 0.7, validation_frac: float = 0.1, se
 
 def write_split_csv(rows, path) -> Path:
     """Write `(label, text)` rows to a CSV file with the header `Label,Text` (as the book's `to_csv`), atomically."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TypeError(f"path must be a file path (str or Path), got {path!r}")
     for i, row in enumerate(rows):
         if not (isinstance(row, (tuple, list)) and len(row) == 2 and row[0] in (0, 1) and not isinstance(row[0], float)
                 and isinstance(row[1], str)):
@@ -118,15 +103,10 @@ def write_split_csv(rows, path) -> Path:
                              "create_balanced_dataset returns")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(CSV_HEADER)
-            writer.writerows([int(label), text] for label, text in rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows([int(label), text] for label, text in rows)
     return path
 
 
@@ -166,22 +146,7 @@ class SpamDataset(Dataset):
     """
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, context_length=None):
-        if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
-            raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
-        if max_length is not None and (not _is_int(max_length) or max_length < 1):
-            raise ValueError(f"max_length must be at least 1 (a whole number) or None (pad to the longest), got {max_length!r}")
-        if not _is_int(pad_token_id) or pad_token_id < 0:
-            raise ValueError(f"pad_token_id must be a token id (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
-        if context_length is not None and (not _is_int(context_length) or context_length < 1):
-            raise ValueError(f"context_length must be a whole number >= 1 or None, got {context_length!r}")
         self.labels, self.texts = read_split_csv(csv_file)
-        for i, text in enumerate(self.texts):
-            if END_OF_TEXT in text:
-                raise ValueError(
-                    f"{csv_file}, line {i + 2}: the message contains the literal text {END_OF_TEXT}, GPT-2's "
-                    "end-of-text marker, which the tokenizer refuses inside text: remove it from that row "
-                    "(or replace it, e.g. by <endoftext>) and write the file again"
-                )
         self.encoded_texts = [tokenizer.encode(text) for text in self.texts]
         if max_length is None:
             self.max_length = self._longest_encoded_length()
@@ -189,22 +154,18 @@ class SpamDataset(Dataset):
             self.max_length = max_length
             too_long = sum(len(ids) > max_length for ids in self.encoded_texts)
             if too_long:
-                warnings.warn(
-                    f"{too_long} of {len(self.encoded_texts)} messages in {Path(csv_file).name} are longer than "
-                    f"max_length={max_length} tokens and were truncated to their first {max_length} tokens",
-                    stacklevel=2,
-                )
-            self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]
+                warnings.warn(f"{too_long} of {len(self.encoded_texts)} messages in {Path(csv_file).name} are longer than "
+                              f"max_length={max_length} tokens and were truncated to their first {max_length} tokens", stacklevel=2)
+            self.encoded_texts = [ids[:max_length] for ids in self.encoded_texts]  # truncate longer messages
         if context_length is not None and self.max_length > context_length:
-            raise ValueError(
-                f"max_length={self.max_length} tokens exceeds the model's context length {context_length}: "
-                f"pass max_length={context_length} (longer messages are then truncated)"
-            )
+            raise ValueError(f"max_length={self.max_length} tokens exceeds the model's context length {context_length}: "
+                             f"pass max_length={context_length} (longer messages are then truncated)")
         self.encoded_texts = [ids + [pad_token_id] * (self.max_length - len(ids)) for ids in self.encoded_texts]
 
     def __getitem__(self, index):
-        encoded = torch.tensor(self.encoded_texts[index], dtype=torch.long)  # (max_length,)
-        return encoded, torch.tensor(self.labels[index], dtype=torch.long)
+        encoded = self.encoded_texts[index]  # (max_length,) token ids
+        label = self.labels[index]
+        return torch.tensor(encoded, dtype=torch.long), torch.tensor(label, dtype=torch.long)
 
     def __len__(self):
         return len(self.labels)
@@ -222,12 +183,8 @@ def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
     The new head's weights come from torch's random generator: call `torch.manual_seed(123)` first to match
     the book. Returns the same model, now mapping `(batch, num_tokens)` to `(batch, num_tokens, num_classes)`.
     """
-    if not hasattr(model, "out_head") or not hasattr(model, "trf_blocks"):
-        raise TypeError(f"prepare_classifier needs a GPTModel (with out_head and trf_blocks), got {type(model).__name__}")
-    if not _is_int(num_classes) or num_classes < 2:
-        raise ValueError(f"num_classes must be a whole number >= 2 (spam / not spam: 2), got {num_classes!r}")
-    if not _is_int(trainable_blocks) or not 0 <= trainable_blocks <= len(model.trf_blocks):
-        raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)}, got {trainable_blocks}")
+    if not 0 <= trainable_blocks <= len(model.trf_blocks):
+        raise ValueError(f"trainable_blocks must be between 0 and {len(model.trf_blocks)} (the model's blocks), got {trainable_blocks}")
     for param in model.parameters():
         param.requires_grad = False
     model.out_head = nn.Linear(model.out_head.in_features, num_classes)  # new parameters are trainable
@@ -239,28 +196,27 @@ def prepare_classifier(model, num_classes: int = 2, trainable_blocks: int = 1):
     return model
 
 
-def _check_loader(data_loader):
-    if len(data_loader) == 0:
-        raise ValueError("the data loader is empty: use a smaller batch_size, more data, or drop_last=False")
-
-
 def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Share of messages whose last-token logits pick the right class, over `num_batches` batches (all if None)."""
-    _check_loader(data_loader)
-    if num_batches is not None and (not _is_int(num_batches) or num_batches < 1):
-        raise ValueError(f"num_batches must be a whole number >= 1 or None (every batch), got {num_batches!r}")
     model.eval()
     correct_predictions, num_examples = 0, 0
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+
+    check_loader(data_loader)  # beyond the book: an empty loader is an error that says what to do
+    if num_batches is None:
+        num_batches = len(data_loader)
+    else:
+        check_int(num_batches, "num_batches", hint="None means every batch")
+        num_batches = min(num_batches, len(data_loader))
     for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
+        if i < num_batches:
+            input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+            with torch.no_grad():
+                logits = model(input_batch)[:, -1, :]  # (batch, num_classes): the last token's logits
+            predicted_labels = torch.argmax(logits, dim=-1)  # (batch,)
+            num_examples += predicted_labels.shape[0]
+            correct_predictions += (predicted_labels == target_batch).sum().item()
+        else:
             break
-        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-        with torch.no_grad():
-            logits = model(input_batch)[:, -1, :]  # (batch, num_classes): the last token's logits
-        predicted_labels = torch.argmax(logits, dim=-1)  # (batch,)
-        num_examples += predicted_labels.shape[0]
-        correct_predictions += (predicted_labels == target_batch).sum().item()
     return correct_predictions / num_examples
 
 
@@ -273,84 +229,58 @@ def calc_classifier_loss_batch(input_batch, target_batch, model, device):
 
 def calc_classifier_loss_loader(data_loader, model, device, num_batches=None):
     """Average classifier loss over the first `num_batches` batches (all if None)."""
-    _check_loader(data_loader)
     return calc_loss_loader(data_loader, model, device, num_batches, loss_fn=calc_classifier_loss_batch)
 
 
-def evaluate_classifier(model, train_loader, val_loader, device, eval_iter):
-    """(train loss, val loss) over `eval_iter` batches each, in eval mode without gradients."""
-    model.eval()
-    with torch.no_grad():
-        train_loss = calc_classifier_loss_loader(train_loader, model, device, num_batches=eval_iter)
-        val_loss = calc_classifier_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    model.train()
-    return train_loss, val_loss
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                            eval_freq, eval_iter, *, extras=None, progress=True):
+    """The book's classifier training loop. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
 
-
-def train_classifier_simple(
-    model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *, max_steps=None, progress=True
-):
-    """The book's classifier training loop, plus a progress bar and a NaN guard.
-
-    Every `eval_freq` steps: train/val loss over `eval_iter` batches; after each epoch: train/val accuracy over
-    `eval_iter` batches. Returns `(train_losses, val_losses, train_accs, val_accs, examples_seen)`.
-    `max_steps` stops after that many optimizer steps in total (for a quick look or a test; 0: none).
-    Every argument is checked before the first step; a NaN or inf in the loss, the gradients or the updated
-    weights stops training at that step.
+    Beyond the book: a progress bar, a stop at a NaN or inf loss, and only when asked, `extras` (a TrainingExtras
+    of utils/extras.py without a path: max_steps, after which the epoch's accuracies are still measured; log_every).
     """
-    _check_training_args(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                         None, None, None, None, False, max_steps)
-    if max_steps == 0:
-        return [], [], [], [], 0
-    from tqdm import tqdm
-
+    check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter)
+    # Initialize lists to track losses and examples seen
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
-    total_steps = num_epochs * len(train_loader) if max_steps is None else min(max_steps, num_epochs * len(train_loader))
-    bar = tqdm(total=total_steps, disable=not progress, unit="step", mininterval=1.0, ncols=90)
-    stop = False
-    try:
-        for epoch in range(num_epochs):
-            model.train()
-            for input_batch, target_batch in train_loader:
-                optimizer.zero_grad()
-                loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
-                check_finite(loss, global_step + 1, epoch + 1)
-                loss.backward()
-                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="gradients")
-                optimizer.step()
-                check_step_finite(model, optimizer, loss, global_step + 1, epoch + 1, stage="weights")
-                examples_seen += input_batch.shape[0]
-                global_step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_classifier(model, train_loader, val_loader, device, eval_iter)
-                    train_losses.append(train_loss)
-                    val_losses.append(val_loss)
-                    bar.write(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-                if max_steps is not None and global_step + 1 >= max_steps:
-                    stop = True
-                    break
-            train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
-            val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
-            bar.write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
-            train_accs.append(train_accuracy)
-            val_accs.append(val_accuracy)
-            if stop:
+    if extras:
+        examples_seen, global_step = extras.start(model, optimizer, train_loader, num_epochs, loop="train_classifier_simple")
+
+    # Main training loop
+    for epoch in range(num_epochs):
+        if extras and extras.skip_epoch(epoch):  # after max_steps
+            continue
+        model.train()  # Set model to training mode
+
+        for input_batch, target_batch in tqdm(train_loader, f"Epoch {epoch + 1}", disable=not progress):
+            optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
+            loss = calc_classifier_loss_batch(input_batch, target_batch, model, device)
+            check_finite(loss, global_step + 1)  # beyond the book: stop at a NaN or inf loss
+            loss.backward()  # Calculate loss gradients
+            optimizer.step()  # Update model weights using loss gradients
+            examples_seen += input_batch.shape[0]  # New: track examples instead of tokens
+            global_step += 1
+
+            # Optional evaluation step
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter,
+                                                      loss_fn=calc_classifier_loss_batch)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                if not extras or extras.shows(global_step):  # print (above the progress bar)
+                    tqdm.write(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                               f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+            if extras and extras.after_step(global_step, examples_seen):  # True at max_steps
                 break
-    finally:
-        bar.close()
+
+        # Calculate accuracy after each epoch
+        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
+        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
+        tqdm.write(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+        train_accs.append(train_accuracy)
+        val_accs.append(val_accuracy)
+
     return train_losses, val_losses, train_accs, val_accs, examples_seen
-
-
-def _head_outputs(head) -> int | None:
-    """Number of outputs of an output head: an nn.Linear, or a wrapper holding one (`.linear`, e.g. LoRA)."""
-    for module in (head, getattr(head, "linear", None)):
-        if isinstance(module, nn.Linear):
-            return module.out_features
-    weight = getattr(head, "weight", None)
-    return weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
 def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
@@ -358,46 +288,24 @@ def classify_text(text, model, tokenizer, device, max_length=None, pad_token_id=
 
     Use the training set's `max_length` (the book's 120): the classifier learned on messages padded to it.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not text.strip():
         raise ValueError(f"classify_text needs a non-empty message, got {text!r}")
-    outputs = _head_outputs(getattr(model, "out_head", None))
-    if outputs is None or not hasattr(model, "pos_emb"):
-        raise TypeError(f"classify_text needs a GPTModel with a classification head, got {type(model).__name__}")
-    if outputs != 2:
-        raise ValueError(
-            f"the model's output head has {outputs} outputs, not the 2 classes (not spam, spam): call "
-            "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text"
-        )
-    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)):
-        raise TypeError(f"tokenizer must have an encode method (e.g. gpt2_tokenizer()), got {type(tokenizer).__name__}")
-    if END_OF_TEXT in text:
-        raise ValueError(f"the message contains the literal text {END_OF_TEXT} (GPT-2's end-of-text marker): "
-                         "remove it from the message")
-    if max_length is not None and (not _is_int(max_length) or max_length < 1):
-        raise ValueError(f"max_length must be a whole number >= 1 (the training set's, e.g. 120), got {max_length!r}")
-    if not _is_int(pad_token_id) or not 0 <= pad_token_id < model.tok_emb.num_embeddings:
-        raise ValueError(f"pad_token_id must be a token id of the model (GPT-2's <|endoftext|> is 50256), got {pad_token_id!r}")
-    context_length = model.pos_emb.weight.shape[0]
-    if max_length is None:
-        max_length = context_length
-    if max_length > context_length:
-        raise ValueError(
-            f"max_length={max_length} exceeds the model's context length {context_length}: "
-            f"use the training set's max_length (at most {context_length})"
-        )
-    input_ids = tokenizer.encode(text)
-    if len(input_ids) > max_length:
-        warnings.warn(
-            f"the message is {len(input_ids)} tokens long; only its first {max_length} tokens are classified",
-            stacklevel=2,
-        )
-        input_ids = input_ids[:max_length]
-    input_ids = input_ids + [pad_token_id] * (max_length - len(input_ids))
     model.eval()
+    input_ids = tokenizer.encode(text)
+    supported_context_length = model.pos_emb.weight.shape[0]
+    max_length = supported_context_length if max_length is None else max_length
+    if len(input_ids) > max_length:
+        warnings.warn(f"the message is {len(input_ids)} tokens long; only its first {max_length} tokens are classified", stacklevel=2)
+    input_ids = input_ids[:max_length]  # truncate a longer message
+    input_ids += [pad_token_id] * (max_length - len(input_ids))  # pad to the training length
     input_tensor = torch.tensor(input_ids, device=device).unsqueeze(0)  # (1, max_length)
     with torch.no_grad():
         logits = model(input_tensor)[:, -1, :]  # (1, num_classes)
-    return "spam" if torch.argmax(logits, dim=-1).item() == 1 else "not spam"
+    if logits.shape[-1] != 2:
+        raise ValueError(f"the model's output head has {logits.shape[-1]} outputs, not the 2 classes (not spam, spam): call "
+                         "prepare_classifier(model) and train it (or load the finetuned classifier) before classify_text")
+    predicted_label = torch.argmax(logits, dim=-1).item()
+    return "spam" if predicted_label == 1 else "not spam"
 
 
 # --- same training, less work: run the frozen blocks once ----------------------------------------------
@@ -472,10 +380,6 @@ def compute_frozen_hidden(model, dataset, num_frozen=None, batch_size=32, progre
     (`batch_size` only sets how many messages go through at once; 32 uses a CPU better than 8.)
     """
     num_frozen = num_frozen_blocks(model) if num_frozen is None else num_frozen
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if not _is_int(num_frozen) or not 0 <= num_frozen <= len(model.trf_blocks):
-        raise ValueError(f"num_frozen must be between 0 and {len(model.trf_blocks)}, got {num_frozen!r}")
     frozen = [model.tok_emb, model.pos_emb, *list(model.trf_blocks)[:num_frozen]]
     if any(p.requires_grad for m in frozen for p in m.parameters()):
         raise ValueError("the embeddings and the first num_frozen blocks must be frozen (requires_grad=False)")

@@ -1,0 +1,290 @@
+"""utils.chat as a person uses it: templates, conversations files, assistant-only targets, streaming, trimming."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from utils import GPTModel, generate
+from utils.chat import (
+    ASSISTANT_HEADER,
+    IGNORE_INDEX,
+    REPEAT_REQUEST,
+    AlpacaChatTemplate,
+    Chat,
+    ConversationDataset,
+    assistant_token_ids,
+    chat_collate_fn,
+    check_template,
+    conversations_from_instructions,
+    fit_history,
+    load_conversations,
+    stream_reply,
+    stream_text,
+)
+from utils.corpus import ByteTokenizer
+from utils.instruct import format_input
+
+TOKENIZER = ByteTokenizer()  # byte-level: every accented letter and emoji is split across several tokens
+EOT = TOKENIZER.eot_token
+ACCENTED = "Crème brûlée, naïve façade; Ελληνικά, 日本語 and emoji 🙂👩‍🔬 🇫🇷!"
+TINY = dict(vocab_size=257, context_length=512, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, qkv_bias=False)
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+class ScriptedModel(torch.nn.Module):
+    """Says the token ids of `script`, one per step, whatever the prompt (the KV-cache interface of GPTModel)."""
+
+    def __init__(self, script, vocab_size=257):
+        super().__init__()
+        self.script, self.vocab_size, self.pos = list(script), vocab_size, 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def reset_kv_cache(self):
+        self.pos = 0
+
+    def forward(self, idx, use_cache=False):
+        logits = torch.zeros(idx.shape[0], idx.shape[1], self.vocab_size)
+        step = self.pos if use_cache else 0
+        logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 1.0
+        self.pos += 1
+        return logits
+
+
+@pytest.fixture
+def template():
+    return AlpacaChatTemplate(TOKENIZER)
+
+
+def random_model(cfg=TINY):
+    torch.manual_seed(123)
+    return GPTModel(cfg).eval()
+
+
+# --- the template ---------------------------------------------------------------------------------------------------
+
+
+def test_first_turn_is_chapter_7s_prompt(template):
+    ids = template.encode([user("Name a color.")])
+    assert TOKENIZER.decode(ids) == format_input({"instruction": "Name a color.", "input": ""}) + ASSISTANT_HEADER
+
+
+def test_every_assistant_turn_ends_with_the_end_of_turn_token(template):
+    messages = [user("Hi"), assistant("Hello!"), user("Bye")]
+    ids = template.encode(messages)
+    assert template.stop_ids == {EOT}
+    assert ids.count(EOT) == 1
+    text = TOKENIZER.decode(ids)
+    assert "### Response:\nHello!<|endoftext|>\n\n### Instruction:\nBye" in text
+    assert text.endswith("### Response:\n")
+    assert template.encode(messages[:2], add_generation_prompt=False)[-1] == EOT
+
+
+def test_a_message_with_the_end_of_text_text_cannot_end_a_turn(template):
+    ids = template.encode([user("Say <|endoftext|> please")])
+    assert EOT not in ids and "Say <|endoftext|> please" in TOKENIZER.decode(ids)
+
+
+def test_a_system_message_replaces_the_preamble(template):
+    text = TOKENIZER.decode(template.encode([{"role": "system", "content": "Be brief."}, user("Hi")]))
+    assert text.startswith("Be brief.\n\n### Instruction:\nHi")
+
+
+@pytest.mark.parametrize("messages, says", [
+    ([], "non-empty"),
+    ([assistant("Hi")], "'assistant' turn where a 'user' turn belongs"),
+    ([user("a"), user("b")], "'user' turn where a 'assistant' turn belongs"),
+    ([user("a"), {"role": "robot", "content": "x"}], "'role'"),
+    ([user("a"), assistant("b")], "last message must be a 'user' turn"),
+])
+def test_messages_out_of_order_are_refused(template, messages, says):
+    with pytest.raises(ValueError, match=says):
+        template.encode(messages)
+
+
+def test_an_object_without_a_chat_template_says_how_to_write_one():
+    with pytest.raises(TypeError, match="encode\\(messages, add_generation_prompt=True\\).*AlpacaChatTemplate"):
+        check_template(object())
+    with pytest.raises(TypeError, match="not a chat template"):
+        Chat(random_model(), TOKENIZER, 512)
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+
+def test_only_the_assistant_turns_are_learned(template):
+    messages = [user("Hi"), assistant("Hello!"), user("Again"), assistant("Hey.")]
+    ids, labels = assistant_token_ids(template, messages)
+    assert ids == template.encode(messages, add_generation_prompt=False)
+    learned = [t for t in labels if t != IGNORE_INDEX]
+    assert TOKENIZER.decode(learned) == "Hello!<|endoftext|>Hey.<|endoftext|>"
+    inputs, targets = chat_collate_fn([(ids, labels), (ids[:10] + [EOT], labels[:10] + [EOT])], pad_token_id=EOT)
+    assert inputs.shape == targets.shape == (2, len(ids) - 1)
+    assert targets[0].tolist() == labels[1:]  # targets: the next token, -100 where nothing is learned
+    assert targets[1].tolist() == labels[1:10] + [EOT] + [IGNORE_INDEX] * (len(ids) - 11)
+    assert (inputs[1, 10:] == EOT).all()  # padded with the end-of-text token, which no target learns there
+
+
+def test_conversations_from_the_instruction_data():
+    data = [{"instruction": f"Task {i}.", "input": "x" if i % 2 else "", "output": f"Answer {i}."} for i in range(40)]
+    conversations = conversations_from_instructions(data, max_turns=3, seed=123)
+    pairs = [(c[i]["content"], c[i + 1]["content"]) for c in conversations for i in range(0, len(c), 2)]
+    answers = [answer for question, answer in pairs if question != REPEAT_REQUEST]
+    assert answers == [e["output"] for e in data]  # every entry once, in order
+    assert any(len(c) > 2 for c in conversations)
+    repeats = [c for c in conversations if c[-2]["content"] == REPEAT_REQUEST]
+    assert repeats and all(c[-1]["content"] == c[-3]["content"] for c in repeats)
+    assert conversations == conversations_from_instructions(data, max_turns=3, seed=123)  # seeded
+    assert ("Task 1.\n\nx", "Answer 1.") in pairs and ("Task 0.", "Answer 0.") in pairs  # input after the instruction
+    ConversationDataset(conversations, AlpacaChatTemplate(TOKENIZER))  # every conversation is well formed
+
+
+def write_lines(tmp_path, lines):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_conversations_file_of_my_own(tmp_path):
+    good = json.dumps({"messages": [user("Hi"), assistant("Hello, ça va? 🙂")]}, ensure_ascii=False)
+    path = write_lines(tmp_path, [good, "", good])
+    assert load_conversations(path) == [[user("Hi"), assistant("Hello, ça va? 🙂")]] * 2
+
+
+@pytest.mark.parametrize("bad, says", [
+    ('{"messages": [{"role": "user", "content": "Hi"}', "line 2: Expecting"),
+    (json.dumps({"messages": [user("Hi"), user("Hi again")]}), "line 2: message 1 is a 'user' turn"),
+    (json.dumps({"messages": [user("Hi")]}), "line 2: the last message must be a 'assistant' turn"),
+    (json.dumps([user("Hi")]), "line 2: each line must be an object"),
+])
+def test_a_broken_conversations_file_is_refused_with_the_line_number(tmp_path, bad, says):
+    good = json.dumps({"messages": [user("Hi"), assistant("Hello")]})
+    with pytest.raises(ValueError, match=says):
+        load_conversations(write_lines(tmp_path, [good, bad]))
+
+
+def test_a_missing_or_empty_conversations_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="one conversation per line"):
+        load_conversations(tmp_path / "none.jsonl")
+    with pytest.raises(ValueError, match="holds no conversation"):
+        load_conversations(write_lines(tmp_path, [""]))
+
+
+# --- streaming ------------------------------------------------------------------------------------------------------
+
+
+def test_streamed_text_never_shows_a_broken_character():
+    ids = TOKENIZER.encode(ACCENTED)
+    assert len(ids) > len(ACCENTED)  # multi-byte characters span several tokens
+    pieces = list(stream_text(ids, TOKENIZER))
+    assert "".join(pieces) == ACCENTED
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_streamed_text_with_gpt2s_tokenizer():
+    tiktoken = pytest.importorskip("tiktoken")
+    try:
+        tokenizer = tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # no cached BPE files and no internet
+        pytest.skip(f"GPT-2's tokenizer files are not available: {exc}")
+    ids = tokenizer.encode(ACCENTED)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # some tokens hold part of a character
+    pieces = list(stream_text(ids, tokenizer))
+    assert "".join(pieces) == ACCENTED and not any("\ufffd" in piece for piece in pieces)
+
+
+def test_a_reply_streams_token_by_token_and_stops_at_the_end_of_turn(template):
+    script = TOKENIZER.encode("Voilà: 🙂 café") + [EOT] + TOKENIZER.encode("never said")
+    chat = Chat(ScriptedModel(script), template, context_size=512, max_new_tokens=100)
+    pieces = list(chat.send("Say something"))
+    assert "".join(pieces) == "Voilà: 🙂 café"
+    assert len(pieces) == len("Voilà: 🙂 café")  # one character a piece: held back only inside a character
+    assert chat.messages[-1] == assistant("Voilà: 🙂 café")
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=1.0, top_k=20, top_p=0.9)])
+def test_streamed_pieces_join_to_the_non_streamed_answer(template, sampling):
+    model = random_model()
+    chat = Chat(model, template, context_size=512, max_new_tokens=60, **sampling)
+    prompt_ids = template.encode([user("Écris un mot: élève 🙂")])
+    torch.manual_seed(7)
+    pieces = list(chat.send("Écris un mot: élève 🙂"))
+    torch.manual_seed(7)
+    out = generate(model, torch.tensor([prompt_ids]), 60, 512, eos_id=EOT, **sampling)
+    assert "".join(pieces) == TOKENIZER.decode(out[0, len(prompt_ids):].tolist())
+    assert chat.reply("Encore") == chat.messages[-1]["content"]
+
+
+def test_the_kv_cache_gives_the_same_tokens_as_rereading_everything():
+    model = random_model()
+    prompt = TOKENIZER.encode("Hello there")
+    streamed = list(stream_reply(model, prompt, set(), 30))
+    full = generate(model, torch.tensor([prompt]), 30, 512, use_cache=False)[0, len(prompt):].tolist()
+    assert streamed == full
+
+
+# --- the conversation: history, trimming, bad input -------------------------------------------------------------------
+
+
+def test_every_prompt_rereads_the_whole_history(template):
+    chat = Chat(random_model(), template, context_size=512, max_new_tokens=8)
+    first = chat.reply("First question")
+    chat.reply("Second question")
+    assert f"First question\n\n### Response:\n{first}<|endoftext|>\n\n### Instruction:\nSecond question" in chat.last_prompt
+    chat.reset()
+    chat.reply("Third")
+    assert "First" not in chat.last_prompt
+
+
+def test_the_oldest_turns_go_first_when_the_history_outgrows_the_context(template):
+    notes = []
+    chat = Chat(ScriptedModel(TOKENIZER.encode("ok") + [EOT]), template, context_size=240, max_new_tokens=20,
+                system="Short.", note=notes.append)
+    for i in range(8):
+        chat.reply(f"Question number {i}, asked with a few more words")
+    assert any("oldest" in n for n in notes)
+    assert len(template.encode(chat.messages[:-1])) <= 240 - 20
+    assert chat.messages[0] == {"role": "system", "content": "Short."}  # the system message stays
+    assert chat.messages[-2] == user("Question number 7, asked with a few more words")
+    assert "Question number 0" not in chat.last_prompt and "Question number 7" in chat.last_prompt
+    trimmed, dropped = fit_history(template, chat.messages[:-1], 10)  # nothing fits: the last user turn stays
+    assert trimmed[-1]["role"] == "user" and dropped > 0
+
+
+def test_an_empty_message_is_ignored_and_a_long_one_cut(template):
+    notes = []
+    chat = Chat(ScriptedModel(TOKENIZER.encode("ok") + [EOT]), template, context_size=256, max_new_tokens=20,
+                note=notes.append)
+    assert list(chat.send("   ")) == [] and chat.messages == []
+    assert "empty message ignored" in notes[-1]
+    chat.reply("é" * 500)
+    assert "was cut" in notes[-1]
+    assert len(template.encode(chat.messages[:-1])) <= 256 - 20
+    assert chat.messages[0]["content"].startswith("éé") and "\ufffd" not in chat.messages[0]["content"]
+
+
+def test_stop_mid_reply_keeps_what_was_said(template):
+    stop = threading.Event()
+    chat = Chat(ScriptedModel(TOKENIZER.encode("a long answer that goes on")), template, 512, max_new_tokens=100)
+    pieces = []
+    for piece in chat.send("Talk", stop=stop):
+        pieces.append(piece)
+        if len(pieces) == 6:
+            stop.set()
+    assert "".join(pieces) == "a long"
+    assert chat.messages[-1] == assistant("a long")  # the conversation goes on from what was shown
+
+
+def test_max_new_tokens_must_leave_room_for_the_prompt(template):
+    with pytest.raises(ValueError, match="no room for the prompt"):
+        Chat(random_model(), template, context_size=64, max_new_tokens=64)

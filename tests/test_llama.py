@@ -1,0 +1,312 @@
+"""utils.llama against Hugging Face transformers (tests only): tiny random Llama 3 / Qwen3 models written by
+`save_pretrained`, loaded into ours; RoPE, the KV cache, tokenizers, chat templates and bad input."""
+
+import base64
+import json
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from utils import assets, generate
+from utils.assets import AssetError, AssetUnavailable, safetensors_header_problem
+from utils.device import bf16_support
+from utils.llama import (
+    LLAMA32_1B,
+    QWEN3_06B,
+    Llama3ChatTemplate,
+    Llama3Tokenizer,
+    LlamaModel,
+    Qwen3ChatTemplate,
+    Qwen3Tokenizer,
+    compute_rope_params,
+    count_unique_parameters,
+    llama_config_from_hf,
+    load_hf_weights,
+    load_pretrained,
+)
+
+transformers = pytest.importorskip("transformers", reason="transformers (tests only) is not installed")
+
+TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128)
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}
+
+
+def _save(folder, model):
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory):
+    """{"llama": folder, "qwen3": folder}: tiny random models written by transformers (float32)."""
+    torch.manual_seed(0)
+    llama_cfg = transformers.LlamaConfig(**TINY, rope_theta=500_000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=True)
+    qwen_cfg = transformers.Qwen3Config(**TINY, head_dim=32, rope_theta=1_000_000.0, tie_word_embeddings=False)
+    root = tmp_path_factory.mktemp("hf")
+    return {
+        "llama": _save(root / "llama", transformers.LlamaForCausalLM(llama_cfg)),
+        "qwen3": _save(root / "qwen3", transformers.Qwen3ForCausalLM(qwen_cfg)),
+    }
+
+
+def _ours(folder):
+    cfg = llama_config_from_hf(json.loads((folder / "config.json").read_text()))
+    return load_hf_weights(cfg, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_logits_equal_transformers(hf_folders, family):
+    folder = hf_folders[family]
+    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ours = _ours(folder)
+    idx = torch.randint(0, TINY["vocab_size"], (2, 100), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx), ref(idx).logits, atol=1e-5, rtol=0)
+    assert not any(p.is_meta for p in ours.parameters())
+    assert (ours.out_head.weight is ours.tok_emb.weight) == (family == "llama")  # tied as the config says
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_rope_equals_transformers(hf_folders, family):
+    hf_cfg = transformers.AutoConfig.from_pretrained(hf_folders[family])
+    module = transformers.LlamaConfig if family == "llama" else transformers.Qwen3Config
+    assert isinstance(hf_cfg, module)
+    rotary_cls = (transformers.models.llama.modeling_llama.LlamaRotaryEmbedding if family == "llama"
+                  else transformers.models.qwen3.modeling_qwen3.Qwen3RotaryEmbedding)
+    positions = torch.tensor([0, 1, 5, 31, 32, 77, 127])
+    ref_cos, ref_sin = rotary_cls(hf_cfg)(torch.zeros(1, dtype=torch.float32), positions[None])
+    cfg = llama_config_from_hf(hf_cfg.to_dict())
+    cos, sin = compute_rope_params(cfg["head_dim"], cfg["rope_base"], positions, cfg["rope_scaling"])
+    torch.testing.assert_close(cos, ref_cos[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sin, ref_sin[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_kv_cache_equals_no_cache(hf_folders, family):
+    model = _ours(hf_folders[family])
+    idx = torch.randint(0, TINY["vocab_size"], (2, 7), generator=torch.Generator().manual_seed(2))
+    with_cache = generate(model, idx, 25, 128, use_cache=True)
+    assert torch.equal(with_cache, generate(model, idx, 25, 128, use_cache=False))
+    model.reset_kv_cache()  # chunks fed through the cache give the logits of one full pass
+    full = model(with_cache)
+    parts = torch.cat([model(with_cache[:, :10], use_cache=True), model(with_cache[:, 10:], use_cache=True)], dim=1)
+    torch.testing.assert_close(parts, full, atol=1e-5, rtol=0)
+
+
+def test_real_configs_on_meta():
+    with torch.device("meta"):
+        llama, qwen = LlamaModel(LLAMA32_1B), LlamaModel(QWEN3_06B)
+    assert count_unique_parameters(llama) == (1_498_482_688, 1_235_814_400)
+    assert count_unique_parameters(qwen)[1] == 596_049_920  # Qwen3-0.6B's published 0.6B (0.44B without embedding)
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------
+
+def _copy(folder, tmp_path, edit=None):
+    out = tmp_path / folder.name
+    shutil.copytree(folder, out)
+    if edit:
+        weights = load_file(out / "model.safetensors")
+        edit(weights)
+        save_file(weights, out / "model.safetensors")
+    return out
+
+
+def test_missing_tensor_named(hf_folders, tmp_path):
+    folder = _copy(hf_folders["qwen3"], tmp_path, lambda w: w.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(ValueError, match=r"missing tensor model\.layers\.1\.mlp\.up_proj\.weight"):
+        _ours(folder)
+
+
+def test_extra_tensor_named(hf_folders, tmp_path):
+    folder = _copy(hf_folders["llama"], tmp_path, lambda w: w.update({"model.layers.0.extra.weight": torch.ones(3)}))
+    with pytest.raises(ValueError, match=r"unexpected tensor model\.layers\.0\.extra\.weight .*model\.safetensors"):
+        _ours(folder)
+
+
+def test_wrong_shape_named(hf_folders):
+    cfg = {**llama_config_from_hf(json.loads((hf_folders["llama"] / "config.json").read_text())), "hidden_dim": 80}
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp\.gate_proj\.weight in model\.safetensors: shape"):
+        load_hf_weights(cfg, hf_folders["llama"] / "model.safetensors")
+
+
+def test_llama_folder_loaded_as_qwen3(hf_folders):
+    cfg = {**llama_config_from_hf(json.loads((hf_folders["llama"] / "config.json").read_text())), "qk_norm": True}
+    with pytest.raises(ValueError, match=r"q_norm\.weight .*config\['qk_norm'\] is True: is this a Llama checkpoint"):
+        load_hf_weights(cfg, hf_folders["llama"] / "model.safetensors")
+
+
+def test_truncated_file(hf_folders, tmp_path):
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) - 1000])
+    assert "truncated" in safetensors_header_problem(folder / "model.safetensors")
+    assert safetensors_header_problem(hf_folders["qwen3"] / "model.safetensors") is None
+    with pytest.raises(AssetError, match=r"model\.safetensors .*truncated"):
+        _ours(folder)
+
+
+def test_unsupported_config_field_named(hf_folders):
+    hf = json.loads((hf_folders["llama"] / "config.json").read_text())
+    with pytest.raises(ValueError, match="model_type 'mistral'"):
+        llama_config_from_hf({**hf, "model_type": "mistral"})
+    with pytest.raises(ValueError, match="attention_bias=True"):
+        llama_config_from_hf({**hf, "attention_bias": True})
+    with pytest.raises(ValueError, match=r"config\['n_heads'\] \(4\) must be a multiple of config\['n_kv_heads'\]"):
+        LlamaModel({**llama_config_from_hf(hf), "n_kv_heads": 3})
+    with pytest.raises(ValueError, match=r"lacks \['hidden_size'\]"):
+        llama_config_from_hf({k: v for k, v in hf.items() if k != "hidden_size"})
+
+
+def test_bad_config_json_named(hf_folders, tmp_path):
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    (folder / "config.json").write_text('{"model_type": "qwen3", ')
+    with pytest.raises(ValueError, match="config.json is not JSON"):
+        load_pretrained(folder, device="cpu")
+
+
+def test_qwen3_offline_raises_asset_unavailable(monkeypatch, tmp_path):
+    """Nothing reachable (port 9 refuses): the caller gets AssetUnavailable, never a download of 1.5 GB."""
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("LLM_ASSET_MIRROR", raising=False)
+    for name in ("qwen3-0.6b-config", "qwen3-0.6b", "qwen3-0.6b-tokenizer"):
+        monkeypatch.setitem(assets.ASSETS, name, assets.ASSETS[name].__class__(
+            **{**assets.ASSETS[name].__dict__, "urls": ("http://127.0.0.1:9/" + name,)}))
+    with pytest.raises(AssetUnavailable):
+        load_pretrained("qwen3-0.6b", device="cpu")
+
+
+# ---- tokenizers and templates --------------------------------------------------------------------------------
+
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer_file(tmp_path_factory):
+    """A tiny byte-level BPE tokenizer.json with Qwen3's special tokens, trained here by `tokenizers`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["the cat sat on the mat, then the dog ate the hat. Ünïcödé 123 456"] * 20, trainer)
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=40))
+def test_qwen3_tokenizer_matches_transformers(qwen_tokenizer_file, text):
+    ours = Qwen3Tokenizer(qwen_tokenizer_file)
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_file=str(qwen_tokenizer_file))
+    ids = ours.encode(text)
+    assert ids == ref.encode(text, add_special_tokens=False)
+    assert ours.decode(ids) == ref.decode(ids) == text
+
+
+def test_qwen3_template(qwen_tokenizer_file):
+    tok = Qwen3Tokenizer(qwen_tokenizer_file)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat?"},
+                {"role": "assistant", "content": "<think>\nhm\n</think>\n\nthe mat."}, {"role": "user", "content": "dog"}]
+    text = tok.decode(Qwen3ChatTemplate(tok).encode(messages))
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nthe cat?<|im_end|>\n"
+                    "<|im_start|>assistant\nthe mat.<|im_end|>\n<|im_start|>user\ndog<|im_end|>\n"
+                    "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    thinking = Qwen3ChatTemplate(tok, thinking=True)
+    assert tok.decode(thinking.encode(messages[:2])).endswith("<|im_start|>assistant\n")
+    assert thinking.stop_ids == {tok.token_id("<|im_end|>"), tok.token_id("<|endoftext|>")}
+    with pytest.raises(ValueError, match=r"messages\[0\]"):
+        thinking.encode([{"role": "robot", "content": "hi"}])
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer_file(tmp_path_factory):
+    """A tiny tiktoken-format file: the 256 bytes, then a few merges, one 'base64 rank' line each."""
+    tokens = [bytes([b]) for b in range(256)] + [b"th", b"the", b" the", b"at", b" c", b" cat"]
+    path = tmp_path_factory.mktemp("tik") / "tokenizer.model"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {rank}\n" for rank, t in enumerate(tokens)))
+    return path
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=40))
+def test_llama3_tokenizer_round_trip(llama_tokenizer_file, text):
+    tok = Llama3Tokenizer(llama_tokenizer_file)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_llama3_tokenizer_special_tokens_and_template(llama_tokenizer_file):
+    tok = Llama3Tokenizer(llama_tokenizer_file)
+    base = 262  # 262 BPE tokens, then the 256 special tokens in Llama 3's order
+    assert tok.encode(" the cat") == [258, 261]
+    assert tok.encode("<|begin_of_text|><|eot_id|>") == [base, base + 9]
+    template = Llama3ChatTemplate(tok)
+    assert template.stop_ids == {base + 1, base + 8, base + 9}
+    ids = template.encode([{"role": "user", "content": " the cat "}])
+    header = [base + 6, *tok.encode("user"), base + 7, *tok.encode("\n\n")]
+    assert ids[: 1 + len(header)] == [base, *header]
+    tail = [base + 6, *tok.encode("assistant"), base + 7, *tok.encode("\n\n")]
+    assert ids[-len(tail):] == tail
+    assert tok.decode(ids).count("<|eot_id|>") == 1
+
+
+def test_llama3_tokenizer_bad_file(tmp_path):
+    (tmp_path / "tokenizer.model").write_text("not base64 at all\n")
+    with pytest.raises(ValueError, match="tokenizer.model line 1"):
+        Llama3Tokenizer(tmp_path / "tokenizer.model")
+
+
+def test_load_pretrained_folders(hf_folders, qwen_tokenizer_file, llama_tokenizer_file, tmp_path):
+    qwen = _copy(hf_folders["qwen3"], tmp_path)
+    shutil.copy(qwen_tokenizer_file, qwen / "tokenizer.json")
+    llama = _copy(hf_folders["llama"], tmp_path)
+    (llama / "original").mkdir()
+    shutil.copy(llama_tokenizer_file, llama / "original" / "tokenizer.model")
+    dtype = torch.bfloat16 if bf16_support("cpu")[0] else torch.float32
+    for folder, template_cls in ((qwen, Qwen3ChatTemplate), (llama, Llama3ChatTemplate)):
+        model, template = load_pretrained(folder, device="cpu")
+        assert isinstance(template, template_cls) and model.tok_emb.weight.dtype == dtype
+        assert model.cfg["context_length"] == 128
+    shutil.rmtree(llama / "original")
+    with pytest.raises(FileNotFoundError, match="tokenizer.model"):
+        load_pretrained(llama, device="cpu")
+    with pytest.raises(ValueError, match="neither a known model"):
+        load_pretrained(tmp_path / "nowhere")
+
+
+def test_fetch_checks_the_header_of_an_unhashed_safetensors_file(hf_folders, tmp_path, monkeypatch):
+    """A safetensors asset without sha256 (as Qwen3's) is refused by fetch when the file is cut short."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = (hf_folders["qwen3"] / "model.safetensors").read_bytes()
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LLM_ASSET_MIRROR", mirror.as_uri())
+    monkeypatch.setitem(assets.ASSETS, "tiny-qwen3", assets.Asset(
+        filename="tiny-qwen3.safetensors", urls=("http://127.0.0.1:9/tiny-qwen3.safetensors",), sha256=None, size=None, description="tiny Qwen3"))
+    (mirror / "tiny-qwen3.safetensors").write_bytes(data[:-10])
+    with pytest.raises(AssetUnavailable, match="not a complete safetensors file"):
+        assets.fetch("tiny-qwen3", progress=False)
+    assert not (tmp_path / "data" / "tiny-qwen3.safetensors").exists()
+    (mirror / "tiny-qwen3.safetensors").write_bytes(data)
+    assert assets.fetch("tiny-qwen3", progress=False).read_bytes() == data
+
+
+def test_bfloat16_load_keeps_the_tie(hf_folders):
+    """A float32 file loaded in bfloat16: every parameter converted, the tied head still one tensor, logits close."""
+    folder = hf_folders["llama"]
+    cfg = llama_config_from_hf(json.loads((folder / "config.json").read_text()))
+    half = load_hf_weights(cfg, folder / "model.safetensors", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.out_head.weight is half.tok_emb.weight
+    idx = torch.randint(0, TINY["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(half(idx).float(), _ours(folder)(idx), atol=0.1, rtol=0.05)

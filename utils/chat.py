@@ -1,0 +1,496 @@
+"""Chapter 9: a conversation as token ids, finetuning on the assistant's turns, a streaming chat, `python -m utils.chat`.
+
+A chat template turns messages `{"role": "system"|"user"|"assistant", "content": str}` into token ids and names the
+ids that end an assistant turn (`stop_ids`). `AlpacaChatTemplate` is chapter 7's prompt extended to many turns;
+`utils.llama` has Qwen3's and Llama 3's with the same interface, and `Chat` takes any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .checks import END_OF_TEXT, END_OF_TEXT_ID, check_file, check_int, check_tokenizer
+from .generate import sample_next_token
+
+PREAMBLE = (  # chapter 7's: the first turn of a conversation is exactly chapter 7's prompt
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+USER_HEADER, ASSISTANT_HEADER = "\n\n### Instruction:\n", "\n\n### Response:\n"
+IGNORE_INDEX = -100  # cross_entropy skips these targets (chapter 7)
+REPEAT_REQUEST = "Say that again."  # a follow-up only a model that reads the history can answer
+ROLES = ("system", "user", "assistant")
+TEMPLATE_HELP = (
+    "a chat template is an object with encode(messages, add_generation_prompt=True) -> token ids, stop_ids (the ids "
+    "that end an assistant turn) and tokenizer: write one in the format the model was finetuned on, like "
+    "utils.chat.AlpacaChatTemplate (chapter 7's format) or utils.llama's Qwen3ChatTemplate"
+)
+CHECKPOINT_HELP = {  # which chapter writes which checkpoint
+    "ch07_instruction_model.pth": "chapter 7 (notebooks/07_instruction_finetuning.ipynb) writes it",
+    "ch09_chat_model.pth": "chapter 9 (notebooks/09_chat.ipynb) writes it",
+}
+
+
+def check_messages(messages, *, generation: bool) -> None:
+    """ValueError unless `messages` is [system?] user, assistant, user, ... ending with a user turn (`generation`)
+    or with an assistant turn (a training conversation)."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    expected = "user"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise ValueError(f"message {i} must be a dict with a 'role' ({', '.join(ROLES)}) and a 'content' string, "
+                             f"got {message!r}")
+        role = message["role"]
+        if role == "system" and i == 0:
+            continue
+        if role != expected:
+            raise ValueError(f"message {i} is a {role!r} turn where a {expected!r} turn belongs: a conversation is an "
+                             "optional system message, then user and assistant turns in turn, starting with the user")
+        expected = "assistant" if role == "user" else "user"
+    last = "user" if generation else "assistant"
+    if messages[-1]["role"] != last:
+        raise ValueError(f"the last message must be a {last!r} turn, got {messages[-1]['role']!r}"
+                         + ("" if generation else ": a conversation to learn from needs an assistant turn at the end"))
+
+
+class AlpacaChatTemplate:
+    """Chapter 7's Alpaca prompt for many turns: preamble, then '### Instruction:' (user) and '### Response:'
+    (assistant) turns; every assistant turn ends with `<|endoftext|>`, the token chapter 7 taught the model to stop at."""
+
+    def __init__(self, tokenizer):
+        check_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        self.end_of_turn_id = tokenizer.encode(END_OF_TEXT, allowed_special={END_OF_TEXT})[0]
+        self.stop_ids = {self.end_of_turn_id}
+        # text is only ever text: a message that contains "<|endoftext|>" cannot end a turn
+        self.encode_text = getattr(tokenizer, "encode_ordinary", tokenizer.encode)
+
+    def encode(self, messages, add_generation_prompt=True) -> list[int]:
+        """Messages -> token ids `(num_tokens,)`; with `add_generation_prompt` it ends where the reply starts."""
+        check_messages(messages, generation=add_generation_prompt)
+        system = messages[0]["content"] if messages[0]["role"] == "system" else PREAMBLE
+        ids = self.encode_text(system)
+        for message in messages:  # each piece encoded on its own: a turn's ids never depend on the next turn
+            if message["role"] == "user":
+                ids += self.encode_text(USER_HEADER) + self.encode_text(message["content"])
+            elif message["role"] == "assistant":
+                ids += self.encode_text(ASSISTANT_HEADER) + self.encode_text(message["content"])
+                ids.append(self.end_of_turn_id)
+        if add_generation_prompt:
+            ids += self.encode_text(ASSISTANT_HEADER)
+        return ids
+
+
+def check_template(template) -> None:
+    """TypeError saying how to write a chat template unless `template` has encode, stop_ids and tokenizer."""
+    if not (callable(getattr(template, "encode", None)) and hasattr(template, "stop_ids")
+            and hasattr(template, "tokenizer")):
+        raise TypeError(f"{type(template).__name__} is not a chat template: {TEMPLATE_HELP}")
+
+
+# --- data: conversations to learn from ----------------------------------------------------------------------------
+
+
+def conversations_from_instructions(data, max_turns=3, repeat_share=0.25, seed=123) -> list[list[dict]]:
+    """Chapter 7's entries grouped into conversations of 1 to `max_turns` user/assistant turns (seeded); a share
+    `repeat_share` of them ends with the user asking "Say that again." and the assistant repeating its last answer."""
+    check_int(max_turns, "max_turns")
+    rng = random.Random(seed)
+    turns = [[{"role": "user", "content": e["instruction"] + (f"\n\n{e['input']}" if e.get("input") else "")},
+              {"role": "assistant", "content": e["output"]}] for e in data]
+    conversations, start = [], 0
+    while start < len(turns):
+        n = rng.randint(1, max_turns)
+        conversation = [message for turn in turns[start:start + n] for message in turn]
+        if rng.random() < repeat_share:
+            conversation += [{"role": "user", "content": REPEAT_REQUEST},
+                             {"role": "assistant", "content": conversation[-1]["content"]}]
+        conversations.append(conversation)
+        start += n
+    return conversations
+
+
+def load_conversations(path) -> list[list[dict]]:
+    """A JSON-lines file, one conversation a line: {"messages": [{"role": ..., "content": ...}, ...]}.
+    A broken line, roles out of order or no assistant turn at the end raise ValueError naming the line."""
+    path = check_file(path, "conversations file", "write one conversation per line: "
+                      '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}')
+    conversations = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "messages" not in record:
+                raise ValueError('each line must be an object {"messages": [...]}')
+            check_messages(record["messages"], generation=False)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            raise ValueError(f"{path.name}, line {number}: {exc}") from None
+        conversations.append(record["messages"])
+    if not conversations:
+        raise ValueError(f"{path.name} holds no conversation: write one per line")
+    return conversations
+
+
+def assistant_token_ids(template, messages) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a conversation: labels equal ids on the assistant's turns (their end-of-turn token
+    included) and -100 elsewhere, so only what the assistant says is learned."""
+    ids = template.encode(messages, add_generation_prompt=False)
+    labels = [IGNORE_INDEX] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(template.encode(messages[:i], add_generation_prompt=True))  # where the reply begins
+        end = len(template.encode(messages[:i + 1], add_generation_prompt=False))  # after its end-of-turn token
+        labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+class ConversationDataset(Dataset):
+    """Conversations tokenized once: item i is `(ids, labels)` of conversation i (see `assistant_token_ids`)."""
+
+    def __init__(self, conversations, template):
+        check_template(template)
+        self.items = [assistant_token_ids(template, messages) for messages in conversations]
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+    def __len__(self):
+        return len(self.items)
+
+
+def chat_collate_fn(batch, pad_token_id=END_OF_TEXT_ID, ignore_index=IGNORE_INDEX, allowed_max_length=None,
+                    device="cpu"):
+    """Chapter 7's collate for `(ids, labels)` items: inputs padded with `pad_token_id`, targets shifted by one and
+    -100 wherever the label is (prompt, user turns, padding). Returns two `(batch, num_tokens)` tensors."""
+    batch_max_length = max(len(ids) for ids, _ in batch)
+    inputs_lst, targets_lst = [], []
+    for ids, labels in batch:
+        padding = batch_max_length - len(ids)
+        inputs = torch.tensor(ids[:-1] + [pad_token_id] * padding)  # (batch_max_length - 1,)
+        targets = torch.tensor(labels[1:] + [ignore_index] * padding)  # the next token, or -100: not learned
+        if allowed_max_length is not None:
+            inputs, targets = inputs[:allowed_max_length], targets[:allowed_max_length]
+        inputs_lst.append(inputs)
+        targets_lst.append(targets)
+    return torch.stack(inputs_lst).to(device), torch.stack(targets_lst).to(device)
+
+
+# --- generation: token by token with the KV cache ------------------------------------------------------------------
+
+
+def stream_reply(model, prompt_ids, stop_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, stop=None):
+    """Yield the reply's token ids one at a time: the prompt `(num_tokens,)` is read once into the KV cache, then
+    each step feeds only the new token. Ends at a stop id (not yielded), after `max_new_tokens`, or when `stop`
+    (a threading.Event) is set."""
+    device = next(model.parameters()).device
+    model.eval()
+    model.reset_kv_cache()
+    idx = torch.tensor([list(prompt_ids)], device=device)  # (1, num_tokens)
+    try:
+        for _ in range(max_new_tokens):
+            if stop is not None and stop.is_set():
+                return
+            with torch.no_grad():
+                logits = model(idx, use_cache=True)[:, -1, :]  # (1, vocab_size): the next token's scores
+            idx = sample_next_token(logits, temperature, top_k, top_p)  # (1, 1): all the cache needs next
+            if idx.item() in stop_ids:
+                return
+            yield idx.item()
+    finally:
+        model.reset_kv_cache()
+
+
+def stream_text(token_ids, tokenizer):
+    """Text pieces of a stream of token ids, never a broken character: a UTF-8 character split across byte-level
+    tokens is held back until its last byte arrives. The pieces concatenate to `tokenizer.decode(all ids)`."""
+    pending = []
+    for token_id in token_ids:
+        pending.append(token_id)
+        text = tokenizer.decode(pending)
+        if not text.endswith("\ufffd"):  # U+FFFD: the decoder's mark for bytes of an unfinished character
+            pending = []
+            yield text
+    if pending:
+        yield tokenizer.decode(pending)  # the stream ended inside a character: show what the decoder makes of it
+
+
+def fit_history(template, messages, budget) -> tuple[list[dict], int]:
+    """The newest messages whose prompt fits `budget` tokens: the oldest user/assistant turns go first (a system
+    message and the last user message stay). Returns (messages, number of turns dropped)."""
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    dropped = 0
+    while len(turns) > 1 and len(template.encode(system + turns)) > budget:
+        turns = turns[2:]  # one user message and the assistant's answer to it
+        dropped += 1
+    return system + turns, dropped
+
+
+class Chat:
+    """A conversation with `model` through `template`: the whole history is re-read for every reply, trimmed to fit
+    `context_size - max_new_tokens` tokens, and the reply streams as text (`send`). `note` gets what the user is told."""
+
+    def __init__(self, model, template, context_size, max_new_tokens=100, temperature=0.0, top_k=None, top_p=None,
+                 system=None, note=print):
+        check_template(template)
+        check_int(context_size, "context_size", 2, "the model's context length, e.g. cfg['context_length']")
+        check_int(max_new_tokens, "max_new_tokens", 1, f"and below context_size={context_size}")
+        if max_new_tokens >= context_size:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a context of "
+                             f"{context_size} tokens: use at most {context_size // 2}")
+        self.model, self.template, self.context_size, self.max_new_tokens = model, template, context_size, max_new_tokens
+        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.system, self.note = system, note
+        self.reset()
+
+    def reset(self):
+        """Start a new conversation (only the system message, if any, stays)."""
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.last_prompt = ""
+
+    def _cut_to_fit(self, text: str) -> str:
+        """`text`, cut to the tokens a prompt of this message alone leaves room for (with a note)."""
+        tokenizer, budget = self.template.tokenizer, self.context_size - self.max_new_tokens
+        system = [m for m in self.messages[:1] if m["role"] == "system"]
+        room = budget - len(self.template.encode(system + [{"role": "user", "content": ""}]))
+        ids = getattr(tokenizer, "encode_ordinary", tokenizer.encode)(text)
+        if len(ids) <= room:
+            return text
+        cut = tokenizer.decode(ids[:max(room, 1)]).rstrip("\ufffd")
+        self.note(f"(your message has {len(ids)} tokens; only the first {room} fit in the model's context of "
+                  f"{self.context_size} with room for a {self.max_new_tokens}-token reply: the rest was cut)")
+        return cut
+
+    def send(self, text: str, stop=None):
+        """Add the user's `text`, then yield the reply as text pieces while it is generated. The reply joins the
+        history when it ends, also when it is stopped (`stop` set, Ctrl-C) half-way."""
+        if not isinstance(text, str) or not text.strip():
+            self.note("(empty message ignored: type something)")
+            return
+        self.messages.append({"role": "user", "content": self._cut_to_fit(text.strip())})
+        self.messages, dropped = fit_history(self.template, self.messages, self.context_size - self.max_new_tokens)
+        if dropped:
+            self.note(f"(the conversation is longer than the model's context: the oldest {dropped} turn(s) were "
+                      "dropped from what the model reads)")
+        prompt_ids = self.template.encode(self.messages)
+        self.last_prompt = self.template.tokenizer.decode(prompt_ids)
+        reply = []
+        try:
+            ids = stream_reply(self.model, prompt_ids, self.template.stop_ids, self.max_new_tokens, stop=stop,
+                               **self.sampling)
+            for piece in stream_text(ids, self.template.tokenizer):
+                reply.append(piece)
+                yield piece
+        finally:
+            self.messages.append({"role": "assistant", "content": "".join(reply)})
+
+    def reply(self, text: str) -> str:
+        """The whole reply to `text` at once (`send` without streaming)."""
+        return "".join(self.send(text))
+
+
+# --- models: a checkpoint, the fallback chain, utils.llama's pretrained models ----------------------------------------
+
+
+def load_chat_checkpoint(path, device="cpu"):
+    """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9 (GPT-2's tokenizer unless it names
+    another)."""
+    from .checkpoint import read_checkpoint
+    from .corpus import get_tokenizer
+    from .model import GPTModel
+
+    path = Path(path)
+    if not path.is_file():
+        made_by = CHECKPOINT_HELP.get(path.name, "chapter 7 or chapter 9 writes one (data/ch07_instruction_model.pth, "
+                                      "data/ch09_chat_model.pth)")
+        raise FileNotFoundError(f"there is no checkpoint at {path}: {made_by}; run that notebook first")
+    payload = read_checkpoint(path, map_location="cpu")
+    if not isinstance(payload.get("config"), dict):
+        raise ValueError(f"{path} holds no model config: save it with save_checkpoint(path, model, config=cfg)")
+    model = GPTModel(payload["config"])
+    model.load_state_dict(payload["model_state_dict"])
+    template = AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
+    return model.to(device).eval(), template, payload["config"]
+
+
+def chat_model_or_fallback(checkpoints, fallback_config, device="cpu"):
+    """(model, template, config, source): the first of `checkpoints` that exists, else a random
+    GPTModel(`fallback_config`) (seed 123) with GPT-2's tokenizer; one line says which."""
+    from .model import GPTModel
+    from .tokenizer import gpt2_tokenizer
+
+    for path in checkpoints:
+        if Path(path).is_file():
+            model, template, config = load_chat_checkpoint(path, device)
+            print(f"model: data/{Path(path).name}")
+            return model, template, config, Path(path).name
+    torch.manual_seed(123)
+    model = GPTModel(fallback_config).to(device).eval()
+    names = " or ".join(f"data/{Path(p).name}" for p in checkpoints)
+    print("model: random weights (seed 123)" + (f": there is no {names} yet (chapters 7 and 5 write them)" if names else ""))
+    return model, AlpacaChatTemplate(gpt2_tokenizer()), dict(fallback_config), "random weights"
+
+
+def model_context_length(model) -> int:
+    """The context length of a GPTModel (its position embeddings) or of a model with a `cfg` dict."""
+    if hasattr(model, "pos_emb"):
+        return model.pos_emb.num_embeddings
+    cfg = getattr(model, "cfg", None) or getattr(model, "config", None) or {}
+    if isinstance(cfg, dict) and "context_length" in cfg:
+        return cfg["context_length"]
+    raise ValueError(f"cannot tell the context length of {type(model).__name__}: pass --context-length")
+
+
+# --- the chat in a notebook: ipywidgets ------------------------------------------------------------------------------
+
+
+class ChatWidget:
+    """A chat in the notebook: message box, Send, Stop, New chat, the reply growing token by token, and a switch
+    that shows the exact prompt the model received. The reply is generated in a thread, so Stop is heard mid-reply."""
+
+    def __init__(self, chat):
+        import ipywidgets as w
+
+        self.chat, self.stop, self.thread = chat, threading.Event(), None
+        self.transcript = w.Textarea(value="", layout=w.Layout(width="100%", height="260px"), disabled=True)
+        self.message = w.Text(placeholder="Type a message and press Send", layout=w.Layout(width="60%"))
+        self.send_button, self.stop_button = w.Button(description="Send", button_style="primary"), w.Button(description="Stop")
+        self.new_button = w.Button(description="New chat")
+        self.show_prompt = w.Checkbox(value=False, description="show the prompt the model received", indent=False)
+        self.prompt_view = w.Textarea(value="", layout=w.Layout(width="100%", height="160px", display="none"), disabled=True)
+        self.status = w.Label(value="")
+        for widget, name in [(self.transcript, "transcript"), (self.prompt_view, "prompt"), (self.status, "status")]:
+            widget.add_class(f"chat-{name}")  # names a browser test (or your CSS) can find
+        self.send_button.on_click(lambda _: self.on_send())
+        self.stop_button.on_click(lambda _: self.stop.set())
+        self.new_button.on_click(lambda _: self.on_new())
+        self.show_prompt.observe(lambda _: self.update_prompt(), names="value")
+        self.box = w.VBox([self.transcript, w.HBox([self.message, self.send_button, self.stop_button, self.new_button]),
+                           self.status, self.show_prompt, self.prompt_view])
+        self.chat.note = self.set_status
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.box)
+
+    def set_status(self, text: str):
+        self.status.value = text
+
+    def update_prompt(self):
+        self.prompt_view.layout.display = "block" if self.show_prompt.value else "none"
+        self.prompt_view.value = self.chat.last_prompt
+
+    def on_send(self):
+        """Start a reply in a thread (one at a time): the widget callback returns at once."""
+        text = self.message.value
+        if self.thread is not None and self.thread.is_alive():
+            self.set_status("(a reply is still being written: wait, or press Stop)")
+            return
+        self.message.value, self.status.value = "", ""
+        self.stop.clear()
+        self.thread = threading.Thread(target=self.run, args=(text,), daemon=True)
+        self.thread.start()
+
+    def run(self, text: str):
+        self.transcript.value += f"You: {text.strip()}\nModel: "
+        for piece in self.chat.send(text, stop=self.stop):
+            self.transcript.value += piece
+            self.update_prompt()
+        self.transcript.value += " [stopped]\n\n" if self.stop.is_set() else "\n\n"
+        self.update_prompt()
+
+    def on_new(self):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        self.chat.reset()
+        self.transcript.value, self.prompt_view.value, self.status.value = "", "", "(new chat)"
+
+
+# --- the chat in a terminal: python -m utils.chat ---------------------------------------------------------------------
+
+
+def terminal_chat(chat, read=None, write=None):
+    """The chat loop of `python -m utils.chat`: /reset starts over, /quit (or Ctrl-D) leaves, Ctrl-C stops a reply."""
+    read = read or input
+    write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    write("Chat: type a message. /reset starts a new conversation, /quit leaves; Ctrl-C stops a reply.\n")
+    while True:
+        try:
+            text = read("you> ")
+        except EOFError:
+            write("\n")
+            return
+        except KeyboardInterrupt:
+            write("\n(Ctrl-C: no reply is being written; /quit leaves)\n")
+            continue
+        if text.strip() == "/quit":
+            return
+        if text.strip() == "/reset":
+            chat.reset()
+            write("(new conversation)\n")
+            continue
+        if not text.strip():
+            list(chat.send(text))  # says why nothing happens
+            continue
+        write("model> ")
+        try:
+            for piece in chat.send(text):
+                write(piece)
+            write("\n")
+        except KeyboardInterrupt:
+            write(" [stopped: the conversation goes on]\n")
+
+
+def load_for_terminal(args):
+    """(model, template, context length) for the command line's --checkpoint or --model."""
+    from .device import get_device
+
+    device = args.device or get_device()
+    if args.checkpoint:
+        model, template, _ = load_chat_checkpoint(args.checkpoint, device)
+    else:
+        from .llama import load_pretrained  # Llama 3.2 / Qwen3 and their own chat templates (chapter 8)
+
+        model, template = load_pretrained(args.model, device=device)
+    check_template(template)
+    return model, template, args.context_length or model_context_length(model)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.chat", description="Talk to a model in the terminal.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a chapter-7 or chapter-9 checkpoint, e.g. data/ch09_chat_model.pth")
+    source.add_argument("--model", help="qwen3-0.6b, or a local Hugging Face folder of a Qwen3 / Llama 3 model")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; 0.7-1.0 samples")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--system", default=None, help="a system message (replaces the default preamble)")
+    parser.add_argument("--context-length", type=int, default=None, help="default: the model's")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best there is)")
+    args = parser.parse_args(argv)
+    try:
+        model, template, context_length = load_for_terminal(args)
+        chat = Chat(model, template, context_length, min(args.max_new_tokens, context_length // 2), args.temperature,
+                    args.top_k, args.top_p, system=args.system, note=lambda text: print(text, flush=True))
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    terminal_chat(chat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
