@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import statistics
 import time
 
@@ -157,6 +158,8 @@ def measure(rungs, cfg: dict, windows: torch.Tensor, val_windows: torch.Tensor, 
     models, fns = {}, {}
     for rung in rungs:
         model, optimizer = build(rung, cfg, device)
+        if rung.compile:  # the model's input check (a .item()) is a graph break: expected, not worth a warning
+            torch._logging.set_logs(dynamo=logging.ERROR)
         trained = torch.compile(model) if rung.compile else model
         count = itertools.count()
         models[rung.name] = model
