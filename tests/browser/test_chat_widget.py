@@ -104,8 +104,9 @@ def test_chat_widget_in_jupyterlab():
         driver.screenshot(SCREENSHOTS / "09_chat_widget.png")
 
         driver.js(JS_CLICK, "New chat")
-        widget = deadline.wait_for("a new chat", lambda: (w := driver.js(JS_WIDGET))["transcript"] == "" and w, 10)
-        assert widget["status"] == "(new chat)"
+        # the widget's values reach the browser one by one: wait for the whole new-chat state
+        deadline.wait_for("a new chat", lambda: (w := driver.js(JS_WIDGET))["transcript"] == ""
+                          and w["status"] == "(new chat)" and w, 10)
         send("Fresh start")
         reply_lengths(lambda t: t.count("You:") == 1 and t.endswith("\n\n"))
         driver.js(JS_CLICK, "checkbox")
