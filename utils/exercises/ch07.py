@@ -92,7 +92,7 @@ def alpaca_split(answer):
     sizes = tuple(whole_number(v, "a split size") for v in items(answer, "(train, test, validation) sizes", 3))
     expected = tuple(len(part) for part in split_data(list(range(ALPACA_FULL_SIZE))))
     if sizes == expected:
-        return "with the whole set, one epoch is ~47x the chapter's steps: plan for a GPU (the book: hours on an A100)"
+        return "with the whole set, one epoch is ~47x the chapter's steps: plan for a GPU (the book's solution trained for over 3 hours on one)"
     if sorted(sizes) == sorted(expected):
         raise Wrong("the right sizes in the wrong order: split_data returns train, test, validation")
     if sum(sizes) != ALPACA_FULL_SIZE:
