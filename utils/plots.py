@@ -23,7 +23,7 @@ def _twin_plot(epochs_seen, seen, train_values, val_values, label, seen_label):
     ax1.plot(epochs_seen, val_values, linestyle="-.", label=f"Validation {label}")
     ax1.set_xlabel("Epochs")
     ax1.set_ylabel(label.capitalize())
-    ax1.legend(loc="upper right" if label == "loss" else "lower right")
+    ax1.legend(loc="best" if label == "loss" else "lower right")  # best: the first free corner, upper right first
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
     ax2 = ax1.twiny()  # a second x-axis on top, sharing the y-axis
     ax2.plot(seen, train_values, alpha=0)  # invisible: only aligns the ticks
