@@ -26,9 +26,9 @@ def test_notebook_d_training_loop_equals_utils_train_model(tiny_loaders):
                                        eval_iter=1, start_context="x", tokenizer=None, warmup_steps=2,
                                        initial_lr=1e-5, min_lr=1e-5, max_norm=0.5)[:4]
         else:  # the notebook follows the printed book: clipping from the step after the warmup
-            result = train_model(model, train_loader, val_loader, optimizer, CPU, 3, 2, 1, None, None,
-                                 warmup_steps=2, initial_lr=1e-5, min_lr=1e-5, max_norm=0.5, clip_from_step=3,
-                                 progress=False)
+            result = train_model(model, train_loader, val_loader, optimizer, CPU, n_epochs=3, eval_freq=2,
+                                 eval_iter=1, start_context=None, tokenizer=None, warmup_steps=2, initial_lr=1e-5,
+                                 min_lr=1e-5, max_norm=0.5, clip_from_step=3, progress=False)
         runs.append((result, model.state_dict()))
     (nb_result, nb_state), (utils_result, utils_state) = runs
     assert nb_result == utils_result

@@ -1,5 +1,6 @@
 """utils.train.train_model (appendix D): the book's loop exactly, schedule and clipping, exact resume, bad input."""
 
+import inspect
 import math
 
 import pytest
@@ -21,6 +22,8 @@ from utils import (
 TINY = tiny_config(drop_rate=0.1)
 CPU = torch.device("cpu")
 SCHEDULE = dict(warmup_steps=2, initial_lr=1e-5, min_lr=1e-5, max_norm=0.5)
+BOOK_ARGS = ["model", "train_loader", "val_loader", "optimizer", "device", "n_epochs", "eval_freq", "eval_iter",
+             "start_context", "tokenizer", "warmup_steps", "initial_lr", "min_lr"]  # the book's, in its order
 
 
 loaders = token_loaders  # a shuffled train loader (3 batches an epoch) and a val loader
@@ -71,7 +74,7 @@ def ours(model, optimizer, train_loader, val_loader, checkpoint_path=None, resum
     kwargs = {**SCHEDULE, **kwargs}
     if checkpoint_path or max_steps is not None:
         kwargs["extras"] = TrainingExtras(checkpoint_path, resume=resume, max_steps=max_steps)
-    return train_model(model, train_loader, val_loader, optimizer, CPU, num_epochs=3, eval_freq=2, eval_iter=1,
+    return train_model(model, train_loader, val_loader, optimizer, CPU, n_epochs=3, eval_freq=2, eval_iter=1,
                        start_context=None, tokenizer=None, progress=False, **kwargs)
 
 
@@ -89,6 +92,26 @@ def test_equals_the_books_loop():
     result = ours(model_b, opt_b, train_loader, val_loader, clip_from_step=SCHEDULE["warmup_steps"] + 1)
     assert result == book  # losses, tokens seen and learning rates, exactly
     assert same_weights(model_a, model_b)
+
+
+def test_the_books_parameters_in_the_books_order_with_its_defaults():
+    params = inspect.signature(train_model).parameters
+    assert list(params)[: len(BOOK_ARGS)] == BOOK_ARGS
+    assert params["warmup_steps"].default is inspect.Parameter.empty  # the book requires it
+    assert (params["initial_lr"].default, params["min_lr"].default) == (3e-05, 1e-6)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for name, p in params.items() if name not in BOOK_ARGS)
+
+
+def test_called_as_the_books_package_test_calls_it():
+    """The book package's own test: keyword n_epochs, the schedule by name; the book's four lists come back."""
+    train_loader, val_loader = loaders()
+    model, opt = fresh(lr=1e-3)
+    result = train_model(model, train_loader, val_loader, opt, CPU, n_epochs=2, eval_freq=5, eval_iter=1,
+                         start_context=None, tokenizer=None, warmup_steps=1, initial_lr=1e-5, min_lr=1e-5)
+    assert [len(r) for r in result] == [2, 2, 2, 6]  # evaluations at steps 0 and 5; one lr per step
+    with pytest.raises(ValueError, match="n_epochs must be a whole number"):
+        train_model(model, train_loader, val_loader, opt, CPU, n_epochs=0, eval_freq=5, eval_iter=1,
+                    start_context=None, tokenizer=None, warmup_steps=1)
 
 
 def test_learning_rates_follow_lr_at_step_and_clipping_starts_at_warmup_end(monkeypatch):

@@ -88,11 +88,14 @@ def check_token_ids(in_idx, vocab_size: int, context_length: int, cached: int = 
 
 
 def check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter,
-                        start_context=None, tokenizer=None) -> None:
-    """Before a training loop's first step: the arguments torch would reject late (after an epoch) or never."""
+                        start_context=None, tokenizer=None, epochs_name="num_epochs") -> None:
+    """Before a training loop's first step: the arguments torch would reject late (after an epoch) or never.
+
+    `epochs_name` is the loop's own name for the epoch count (appendix D's `train_model` says `n_epochs`).
+    """
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
         check_loader(loader, name)
-    for name, value in (("num_epochs", num_epochs), ("eval_freq", eval_freq), ("eval_iter", eval_iter)):
+    for name, value in ((epochs_name, num_epochs), ("eval_freq", eval_freq), ("eval_iter", eval_iter)):
         check_int(value, name)
     if not {id(p) for p in model.parameters()} & {id(p) for group in optimizer.param_groups for p in group["params"]}:
         raise ValueError("the optimizer updates none of the model's parameters: create it with model.parameters()")

@@ -129,34 +129,35 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     return train_losses, val_losses, track_tokens_seen
 
 
-def train_model(model, train_loader, val_loader, optimizer, device, num_epochs,
-                eval_freq, eval_iter, start_context, tokenizer, warmup_steps=0,
-                initial_lr=1e-5, min_lr=1e-5, *, max_norm=1.0, clip_from_step=None, total_steps=None,
+def train_model(model, train_loader, val_loader, optimizer, device, n_epochs,
+                eval_freq, eval_iter, start_context, tokenizer, warmup_steps,
+                initial_lr=3e-05, min_lr=1e-6, *, max_norm=1.0, clip_from_step=None, total_steps=None,
                 extras=None, progress=True, sample_tokens=50, sample_eos_id=None):
     """Appendix D's loop: `train_model_simple` with linear warmup, cosine decay and gradient clipping.
 
     Returns `(train_losses, val_losses, track_tokens_seen, track_lrs)`, `track_lrs` one entry per step. The peak
     learning rate is the optimizer's; gradients are clipped to the global norm `max_norm` (None: never) from step
     `clip_from_step` on (default `warmup_steps`; the printed book's `warmup_steps + 1`); the schedule spans
-    `total_steps` (default: every step of `num_epochs` epochs). Beyond the book as in `train_model_simple`.
+    `total_steps` (default: every step of `n_epochs` epochs). Beyond the book as in `train_model_simple`.
     """
-    check_training_args(model, optimizer, train_loader, val_loader, num_epochs, eval_freq, eval_iter, start_context, tokenizer)
+    check_training_args(model, optimizer, train_loader, val_loader, n_epochs, eval_freq, eval_iter, start_context,
+                        tokenizer, epochs_name="n_epochs")
     train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
     tokens_seen, global_step = 0, -1
 
     # Retrieve the maximum learning rate from the optimizer
     peak_lr = optimizer.param_groups[0]["lr"]
     # Calculate the total number of iterations in the training process
-    total_training_steps = total_steps or len(train_loader) * num_epochs
+    total_training_steps = total_steps or len(train_loader) * n_epochs
     clip_from_step = warmup_steps if clip_from_step is None else clip_from_step
     if extras:  # resuming: as in train_model_simple, and only with the same schedule
         tokens_seen, global_step = extras.start(
-            model, optimizer, train_loader, num_epochs, "train_model", dict(
+            model, optimizer, train_loader, n_epochs, "train_model", dict(
                 total_steps=total_training_steps, peak_lr=peak_lr, warmup_steps=warmup_steps, initial_lr=initial_lr,
                 min_lr=min_lr, max_norm=max_norm, clip_from_step=clip_from_step),
             train_losses=train_losses, val_losses=val_losses, track_tokens_seen=track_tokens_seen, track_lrs=track_lrs)
 
-    for epoch in range(num_epochs):
+    for epoch in range(n_epochs):
         if extras and extras.skip_epoch(epoch):
             continue
         model.train()
