@@ -38,9 +38,13 @@ def accumulated_gradient(answer):
 
 @exercise("5c.2")
 def bfloat16_epsilon(answer):
-    eps = number(answer, "the smallest x with 1 + x != 1 in bfloat16")
+    eps = number(answer, "the gap between 1 and the next bfloat16 number")
+    gap = torch.finfo(torch.bfloat16).eps
     if eps == torch.finfo(torch.float32).eps:
         raise Wrong("that is float32's; compute in bfloat16: torch.tensor(1.0, dtype=torch.bfloat16) + x")
-    if abs(eps - torch.finfo(torch.bfloat16).eps) > 1e-9:
+    if gap / 4 < eps < gap:
+        raise Wrong("1 + x rounds up to the next bfloat16 number already for x a little over half the gap; the "
+                    "exercise asks for the gap itself. Hint: try only powers of two")
+    if abs(eps - gap) > 1e-9:
         raise Wrong("not quite: try x = 2 ** -k for k = 1, 2, ... and keep the last x for which 1 + x != 1 in bfloat16")
     return "2 ** -7: bfloat16 keeps 8 bits of mantissa, about 2-3 significant decimal digits"

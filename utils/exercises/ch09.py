@@ -48,8 +48,8 @@ def learned_tokens(answer):
     if got == expected - 2:
         raise Wrong("close: the end-of-turn token after each reply is learned too (that is how the model learns to stop)")
     if got != expected:
-        raise Wrong("that is not it. Hint: ids, labels = assistant_token_ids(template, conversation); count the "
-                    "labels that are not -100")
+        raise Wrong("that is not it. Hint: count tokens as the template encodes the conversation, not words, and "
+                    "only those whose targets the loss keeps")
     return "two short replies and their end-of-turn tokens: everything else in the prompt is only read"
 
 
@@ -60,6 +60,6 @@ def turns_that_fit(answer):
     if got == (CONTEXT - PREAMBLE - NEW_MESSAGE) // TURN:
         raise Wrong("the reply needs room in the context too: subtract its 60 tokens first")
     if got != expected:
-        raise Wrong("not quite. Hint: 256 tokens, minus the reply's room, the preamble and the new message; "
-                    "then whole turns of 40 tokens")
+        raise Wrong("not quite. Hint: the whole prompt and the reply share the one context; only what is left "
+                    "of it holds earlier turns, and only whole ones")
     return "older turns are dropped first, so a long chat forgets its beginning"
