@@ -21,7 +21,7 @@ from .corpus import (
     write_series_corpus,
 )
 from .data import GPTDatasetV1, create_dataloader_v1
-from .device import FastSetting, bf16_support, fast_setting, get_device
+from .device import FastSetting, bf16_support, fast_setting, get_device, inference_dtype
 from .extras import TrainingExtras, check_finite
 from .generate import (
     generate,
@@ -32,6 +32,7 @@ from .generate import (
     top_k_filter,
     top_p_filter,
 )
+from .gguf_reader import GGUFError, dequantize_q4_1, dequantize_q8_0, load_gguf, unpermute_qk
 from .gpt2 import download_and_load_gpt2, gpt2_or_fallback, load_weights_into_gpt
 from .instruct import (
     InstructionDataset,
@@ -61,7 +62,9 @@ from .judge import (
 from .llama import (
     LLAMA32_1B,
     QWEN3_06B,
+    ChatMLTemplate,
     GroupedQueryAttention,
+    HFTokenizer,
     Llama3ChatTemplate,
     Llama3Tokenizer,
     LlamaBlock,
@@ -158,6 +161,8 @@ __all__ = [
     "LLAMA32_1B", "QWEN3_06B", "GroupedQueryAttention", "Llama3ChatTemplate", "Llama3Tokenizer", "LlamaBlock",
     "LlamaModel", "Qwen3ChatTemplate", "Qwen3Tokenizer", "RMSNorm", "SwiGLU", "apply_rope", "compute_rope_params",
     "count_unique_parameters", "load_hf_weights", "load_pretrained", "rope_inv_freq",
+    "ChatMLTemplate", "HFTokenizer", "GGUFError", "dequantize_q4_1", "dequantize_q8_0", "load_gguf", "unpermute_qk",
+    "inference_dtype",
     "side_by_side",
     "plot_model_diagram", "record_output_shapes",
     "FastSetting", "fast_setting",

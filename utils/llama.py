@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .assets import AssetError, fetch
 from .checks import check_file, check_token_ids, is_int
-from .device import bf16_support, get_device
+from .device import get_device, inference_dtype
 
 LLAMA32_1B = {
     "vocab_size": 128_256,  # Llama 3's tiktoken vocabulary (128,000 BPE tokens + 256 special tokens)
@@ -376,17 +376,11 @@ LLAMA3_SPECIAL = [
 ] + [f"<|reserved_special_token_{i}|>" for i in range(3, 248)]  # 256 special tokens after the BPE vocabulary
 
 
-class Qwen3Tokenizer:
-    """Qwen3's `tokenizer.json` through Hugging Face's `tokenizers`: text <-> ids, special tokens in text recognised."""
+class HFTokenizer:
+    """A Hugging Face `tokenizers.Tokenizer` (Qwen3's or SmolLM2's): text <-> ids, special tokens in text recognised."""
 
-    def __init__(self, path):
-        from tokenizers import Tokenizer
-
-        self.path = check_file(path, "Qwen3 tokenizer.json", "pass the tokenizer.json of the model's folder")
-        try:
-            self.tok = Tokenizer.from_file(str(self.path))
-        except Exception as exc:  # tokenizers raises its own Exception type for a bad file
-            raise ValueError(f"{self.path.name} is not a tokenizer.json the tokenizers library can read ({exc})") from None
+    def __init__(self, tok, name: str):
+        self.tok, self.name = tok, name
 
     def encode(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
@@ -395,11 +389,27 @@ class Qwen3Tokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
     def token_id(self, token):
-        """The id of a special token; ValueError naming the file if it has none."""
+        """The id of a special token; ValueError naming the tokenizer if it has none."""
         token_id = self.tok.token_to_id(token)
         if token_id is None:
-            raise ValueError(f"{self.path.name} has no token {token!r}: is it a Qwen3 tokenizer.json?")
+            raise ValueError(f"{self.name} has no token {token!r}: is it the tokenizer of this model?")
         return token_id
+
+
+def read_tokenizer_json(path, what: str = "tokenizer.json") -> HFTokenizer:
+    """An HFTokenizer from a `tokenizer.json` file; ValueError naming the file when the library cannot read it."""
+    from tokenizers import Tokenizer
+
+    path = check_file(path, what, "pass the tokenizer.json of the model's folder")
+    try:
+        return HFTokenizer(Tokenizer.from_file(str(path)), path.name)
+    except Exception as exc:  # tokenizers raises its own Exception type for a bad file
+        raise ValueError(f"{path.name} is not a tokenizer.json the tokenizers library can read ({exc})") from None
+
+
+def Qwen3Tokenizer(path) -> HFTokenizer:  # noqa: N802 (kept as the name chapter 8 teaches)
+    """Qwen3's `tokenizer.json` through Hugging Face's `tokenizers`."""
+    return read_tokenizer_json(path, "Qwen3 tokenizer.json")
 
 
 class Llama3Tokenizer:
@@ -443,23 +453,54 @@ def _check_messages(messages) -> None:
             raise ValueError(f"messages[{i}] must be {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.120}")
 
 
-class Qwen3ChatTemplate:
-    """Qwen3's turns: `<|im_start|>role\\ncontent<|im_end|>\\n`; with thinking=False an empty <think></think> block."""
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its template's default
 
-    def __init__(self, tokenizer, thinking=False):
-        self.tokenizer, self.thinking = tokenizer, thinking
+
+class ChatMLTemplate:
+    """ChatML turns `<|im_start|>role\\ncontent<|im_end|>\\n` (SmolLM2, Qwen); `system` is added when none is given."""
+
+    def __init__(self, tokenizer, system=None):
+        self.tokenizer, self.system = tokenizer, system
         self.stop_ids = {tokenizer.token_id("<|im_end|>"), tokenizer.token_id("<|endoftext|>")}
 
+    def turn(self, message) -> str:
+        return f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
+
+    def generation_prompt(self) -> str:
+        return "<|im_start|>assistant\n"
+
     def encode(self, messages, add_generation_prompt=True):
-        """messages -> token ids; an earlier answer's <think>...</think> part is dropped, as Qwen3's template does."""
+        """messages -> token ids, as the model's own Jinja chat template renders them."""
         _check_messages(messages)
-        text = ""
-        for m in messages:
-            content = m["content"].split("</think>")[-1].lstrip("\n") if m["role"] == "assistant" else m["content"]
-            text += f"<|im_start|>{m['role']}\n{content}<|im_end|>\n"
-        if add_generation_prompt:
-            text += "<|im_start|>assistant\n" + ("" if self.thinking else "<think>\n\n</think>\n\n")
-        return self.tokenizer.encode(text)
+        if self.system is not None and messages and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.system}, *messages]
+        text = "".join(self.turn(m) for m in messages)
+        return self.tokenizer.encode(text + (self.generation_prompt() if add_generation_prompt else ""))
+
+
+class Qwen3ChatTemplate(ChatMLTemplate):
+    """Qwen3's ChatML; with thinking=False an empty <think></think> block opens the answer."""
+
+    def __init__(self, tokenizer, thinking=False):
+        super().__init__(tokenizer)
+        self.thinking = thinking
+
+    def turn(self, message) -> str:
+        """An earlier answer's <think>...</think> part is dropped, as Qwen3's template does."""
+        if message["role"] == "assistant":
+            message = {**message, "content": message["content"].split("</think>")[-1].lstrip("\n")}
+        return super().turn(message)
+
+    def generation_prompt(self) -> str:
+        return "<|im_start|>assistant\n" + ("" if self.thinking else "<think>\n\n</think>\n\n")
+
+
+def default_system_message(jinja: str | None) -> str | None:
+    """The system message a ChatML Jinja template adds when the messages have none (SmolLM2's), else None."""
+    if not jinja or "!= 'system'" not in jinja:
+        return None
+    found = re.search(r"'<\|im_start\|>system\n(.*?)<\|im_end\|>", jinja, flags=re.S)
+    return found.group(1) if found else None
 
 
 class Llama3ChatTemplate:
@@ -482,7 +523,10 @@ class Llama3ChatTemplate:
 
 # ---- one call: name or folder -> (model, chat template) ------------------------------------------------------
 
-PRETRAINED = {"qwen3-0.6b": ("qwen3-0.6b-config", "qwen3-0.6b", "qwen3-0.6b-tokenizer")}  # config, weights, tokenizer
+PRETRAINED = {  # name -> (config, weights, tokenizer) assets, or the one GGUF file that holds all three
+    "smollm2-135m": ("smollm2-135m",),
+    "qwen3-0.6b": ("qwen3-0.6b-config", "qwen3-0.6b", "qwen3-0.6b-tokenizer"),
+}
 
 
 def _folder_files(folder: Path, model_type: str):
@@ -490,32 +534,51 @@ def _folder_files(folder: Path, model_type: str):
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{folder} holds no *.safetensors file: download the model's weights into it")
-    names = ("tokenizer.json",) if model_type == "qwen3" else ("original/tokenizer.model", "tokenizer.model")
+    names = ("tokenizer.json",) if model_type == "qwen3" else ("original/tokenizer.model", "tokenizer.model", "tokenizer.json")
     for name in names:
         if (folder / name).is_file():
             return weights, folder / name
     raise FileNotFoundError(f"{folder} holds no {' or '.join(names)}: download the model's tokenizer into it")
 
 
-def load_pretrained(name_or_folder, device=None):
-    """(model in eval mode, chat template) for "qwen3-0.6b" (downloaded) or a local Llama 3 / Qwen3 HF folder.
+def _folder_template(folder: Path, model_type: str, tokenizer_path: Path):
+    """The chat template of a Hugging Face folder: Qwen3's, Llama 3's, or ChatML (SmolLM2) for a Llama with tokenizer.json."""
+    if model_type == "qwen3":
+        return Qwen3ChatTemplate(Qwen3Tokenizer(tokenizer_path))
+    if tokenizer_path.suffix == ".model":
+        return Llama3ChatTemplate(Llama3Tokenizer(tokenizer_path))
+    tokenizer = read_tokenizer_json(tokenizer_path)
+    if tokenizer.tok.token_to_id("<|im_start|>") is None:
+        raise ValueError(f"{tokenizer_path} has no <|im_start|> token: only ChatML models (SmolLM2) are read from a "
+                         "Llama folder's tokenizer.json; for Llama 3 add original/tokenizer.model")
+    settings = folder / "tokenizer_config.json"
+    jinja = json.loads(settings.read_text(encoding="utf-8")).get("chat_template") if settings.is_file() else None
+    return ChatMLTemplate(tokenizer, system=default_system_message(jinja if isinstance(jinja, str) else None))
 
-    bfloat16 where `bf16_support(device)` says so, else float32; AssetUnavailable when the files cannot be fetched.
+
+def load_pretrained(name_or_folder, device=None, dtype=None):
+    """(model in eval mode, chat template) for "smollm2-135m" (fetched once, about 100 MB; offline afterwards),
+    "qwen3-0.6b", a llama.cpp .gguf file, or a local Hugging Face folder of a Llama 3, SmolLM2 or Qwen3 model.
+
+    dtype None: `inference_dtype(device)` (bfloat16 on CUDA, MPS or a CPU with AMX, else float32). AssetUnavailable
+    when the files cannot be fetched.
     """
     device = get_device() if device is None else torch.device(device)
-    dtype = torch.bfloat16 if bf16_support(device)[0] else torch.float32
+    dtype = inference_dtype(device) if dtype is None else dtype
+    if name_or_folder == "smollm2-135m" or str(name_or_folder).endswith(".gguf"):
+        from .gguf_reader import load_gguf  # reads the file with the gguf package
+
+        return load_gguf(fetch("smollm2-135m") if name_or_folder == "smollm2-135m" else name_or_folder, device, dtype)
     if name_or_folder in PRETRAINED:
         config_path, weights_path, tokenizer_path = (fetch(asset) for asset in PRETRAINED[name_or_folder])
-        hf, weights = read_hf_config(config_path), [weights_path]
+        hf, weights, folder = read_hf_config(config_path), [weights_path], config_path.parent
     else:
         folder = Path(name_or_folder)
         if not folder.is_dir():
-            raise ValueError(f"{name_or_folder!r} is neither a known model ({', '.join(PRETRAINED)}) nor a folder")
+            raise ValueError(f"{name_or_folder!r} is neither a known model ({', '.join(PRETRAINED)}), a .gguf file "
+                             "nor a folder")
         hf = read_hf_config(folder / "config.json")
         llama_config_from_hf(hf)  # an unsupported model is named before any file is looked for
         weights, tokenizer_path = _folder_files(folder, hf["model_type"])
-    cfg = llama_config_from_hf(hf)
-    model = load_hf_weights(cfg, weights, device=device, dtype=dtype)
-    if hf["model_type"] == "qwen3":
-        return model, Qwen3ChatTemplate(Qwen3Tokenizer(tokenizer_path))
-    return model, Llama3ChatTemplate(Llama3Tokenizer(tokenizer_path))
+    model = load_hf_weights(llama_config_from_hf(hf), weights, device=device, dtype=dtype)
+    return model, _folder_template(folder, hf["model_type"], tokenizer_path)
