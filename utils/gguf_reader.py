@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .checks import check_file
-from .llama import ChatMLTemplate, HFTokenizer, LlamaModel, check_llama_weights, default_system_message, hf_name
+from .llama import ChatMLTemplate, HFTokenizer, LlamaModel, check_llama_weights, default_system_message
 
 BLOCK = 32  # numbers per quantized block, in Q8_0 and Q4_1 alike
 GGUF_NAMES = {  # GGUF's name in block N (or at the top) -> ours
@@ -37,6 +37,14 @@ def our_name(gguf_name: str) -> str:
         return gguf_name  # reported as an unexpected tensor by the weight check
     block, part, kind = found.groups()
     return (f"trf_blocks.{block}." if block is not None else "") + f"{GGUF_NAMES[part]}.{kind}"
+
+
+def gguf_name(ours: str) -> str:
+    """Our parameter name -> GGUF's ('trf_blocks.3.att.W_query.weight' -> 'blk.3.attn_q.weight')."""
+    to_gguf = {mine: theirs for theirs, mine in GGUF_NAMES.items()}
+    found = re.fullmatch(r"(?:trf_blocks\.(\d+)\.)?(.+)\.(weight|bias)", ours)
+    block, part, kind = found.groups()
+    return (f"blk.{block}." if block is not None else "") + f"{to_gguf[part]}.{kind}"
 
 
 def dequantize_q8_0(data: np.ndarray, rows: int) -> torch.Tensor:
@@ -142,8 +150,8 @@ def load_gguf_model(path, device=None, dtype=torch.float32) -> tuple[LlamaModel,
     cfg = llama_config_from_gguf(reader, path)
     with torch.device("meta"):
         model = LlamaModel(cfg)  # shapes only: no memory, no random init
-    found = {hf_name(our_name(t.name)): (path, tuple(int(n) for n in reversed(t.shape))) for t in reader.tensors}
-    check_llama_weights(model, found)  # every missing, unexpected or wrong-shaped tensor named; nothing read yet
+    found = {t.name: (path, tuple(int(n) for n in reversed(t.shape))) for t in reader.tensors}
+    check_llama_weights(model, found, gguf_name)  # every missing, unexpected or wrong-shaped tensor named; nothing read yet
     state = {}
     for tensor in reader.tensors:
         name, values = our_name(tensor.name), tensor_values(tensor, path)

@@ -321,10 +321,11 @@ def _file_shapes(paths) -> dict[str, tuple[Path, tuple[int, ...]]]:
     return found
 
 
-def check_llama_weights(model: LlamaModel, found: dict) -> None:
-    """Raise ValueError naming every missing, unexpected or wrong-shaped tensor of the files in `found`."""
-    expected = {hf_name(name): tuple(p.shape) for name, p in model.named_parameters()}  # a tied head appears once
-    tied_head = model.cfg["tie_embeddings"] and "lm_head.weight" in found
+def check_llama_weights(model: LlamaModel, found: dict, file_name=hf_name) -> None:
+    """Raise ValueError naming every missing, unexpected or wrong-shaped tensor of the files in `found`
+    (keyed by `file_name(our name)`: Hugging Face's names, or GGUF's)."""
+    expected = {file_name(name): tuple(p.shape) for name, p in model.named_parameters()}  # a tied head appears once
+    tied_head = model.cfg["tie_embeddings"] and file_name("out_head.weight") in found
     problems = []
     for name, shape in expected.items():
         if name not in found:
@@ -333,7 +334,7 @@ def check_llama_weights(model: LlamaModel, found: dict) -> None:
         elif found[name][1] != shape:
             problems.append(f"{name} in {found[name][0].name}: shape {found[name][1]}, the config gives {shape}")
     for name, (path, shape) in found.items():
-        if name not in expected and not (tied_head and name == "lm_head.weight"):
+        if name not in expected and not (tied_head and name == file_name("out_head.weight")):
             hint = " (config['qk_norm'] is False: is this a Qwen3 checkpoint?)" if "_norm." in name else ""
             problems.append(f"unexpected tensor {name} {shape} in {path.name}: the model has no such parameter{hint}")
     if problems:
