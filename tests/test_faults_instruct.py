@@ -114,6 +114,11 @@ CASES = [
     ("data file entry without output", data_file('[{"instruction": "a", "input": ""}]'), ValueError,
      "entry 0 has no 'output' text"),
     ("data file empty list", data_file("[]"), ValueError, "the instruction data set is empty"),
+    ("data file entry holding <|endoftext|>", data_file(GOOD_JSON.replace('"b"', '"b<|endoftext|>"')), ValueError,
+     "data.json: entry 0 holds the text <|endoftext|>, GPT-2's end-of-text token, which its tokenizer refuses inside a "
+     "text (and which ends every response): remove it from that entry"),
+    ("entry input holding <|endoftext|>", lambda c: lambda: InstructionDataset(
+        [ENTRY, {**ENTRY, "input": "<|endoftext|>"}], CharTokenizer()), ValueError, "entry 1 holds the text <|endoftext|>"),
     ("entries a string", lambda c: lambda: InstructionDataset("abc", CharTokenizer()), TypeError,
      "must be a list of {'instruction', 'input', 'output'} dicts"),
     ("entry input a number", lambda c: lambda: InstructionDataset([{**ENTRY, "input": 3}], CharTokenizer()), ValueError,

@@ -65,6 +65,18 @@ CASES = [
      "decode one row at a time"),
     ("context_size too large, no cache", lambda t: lambda: generate(model(), torch.zeros(1, 8, dtype=torch.long), 3, 1024,
                                                           use_cache=False), ValueError, "context_size <= 8"),
+    ("temperature nan", lambda t: lambda: generate(model(), IDS, 3, 8, temperature=float("nan")), ValueError,
+     "temperature must be a finite number (0 or less: greedy decoding), got nan"),
+    ("temperature inf", lambda t: lambda: generate(model(), IDS, 3, 8, temperature=float("inf")), ValueError,
+     "temperature must be a finite number"),
+    ("top_k 0", lambda t: lambda: generate(model(), IDS, 3, 8, temperature=1.0, top_k=0), ValueError,
+     "top_k must be at least 1 (the number of most likely tokens to sample from; None: no top-k filter), got 0"),
+    ("top_k negative, greedy", lambda t: lambda: generate(model(), IDS, 3, 8, top_k=-1), ValueError, "got -1"),
+    ("top_k_filter 0", lambda t: lambda: top_k_filter(torch.zeros(1, 5), 0), ValueError, "top_k must be at least 1"),
+    ("prompt a list", lambda t: lambda: generate(model(), [1, 2, 3], 3, 8), ValueError,
+     "idx must be a tensor of token ids of shape (batch, num_tokens), got list: use text_to_token_ids(text, tokenizer)"),
+    ("prompt a 1-D tensor", lambda t: lambda: generate(model(), torch.tensor([1, 2, 3]), 3, 8, use_cache=False), ValueError,
+     "got (3,): use text_to_token_ids(text, tokenizer), ids.unsqueeze(0) or torch.tensor([ids])"),
 ]
 
 
@@ -88,3 +100,12 @@ def test_checks_use_no_random_numbers():
         logits = top_p_filter(top_k_filter(logits, 10) / 1.0, 0.9)
         expected = torch.cat([expected, torch.multinomial(torch.softmax(logits, dim=-1), 1)], dim=1)
     assert torch.equal(out, expected)
+
+
+def test_a_tiny_temperature_is_greedy_not_an_overflow():
+    """logits / 1e-40 overflows to inf (torch: 'probability tensor contains inf'); the shifted logits give the limit."""
+    m = model()
+    greedy = generate(m, IDS, 5, 8, temperature=0.0)
+    torch.manual_seed(0)
+    assert torch.equal(generate(m, IDS, 5, 8, temperature=1e-40), greedy)
+    assert torch.equal(generate(m, IDS, 5, 8, temperature=-1.0), greedy)  # the book's rule: 0 or less is greedy

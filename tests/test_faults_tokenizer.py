@@ -1,5 +1,7 @@
 """Fault catalogue of utils.tokenizer, utils.data and utils.plots: bad input is refused up front, by name."""
 
+import warnings
+
 import matplotlib
 import pytest
 from faults import catalogue, expect_fault
@@ -13,6 +15,7 @@ from utils import (
     create_dataloader_v1,
     plot_losses,
 )
+from utils.bpe import BPETokenizer
 
 matplotlib.use("Agg")
 TEXT = "I HAD always thought Jack Gisburn rather a cheap genius--though a good fellow enough."
@@ -56,3 +59,43 @@ def test_tokenizer_files_unreachable_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     with pytest.raises(RuntimeError, match="Connect to the internet once, or set TIKTOKEN_CACHE_DIR"):
         gpt2_tokenizer.__wrapped__()
+
+
+def test_stride_beyond_the_window_warns():
+    with pytest.warns(UserWarning, match="stride=6 > max_length=4: 2 of every 6 tokens fall between windows and are "
+                                         "skipped; use stride <= max_length"):
+        GPTDatasetV1(TEXT, CharTokenizer(), 4, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GPTDatasetV1(TEXT, CharTokenizer(), 4, 4)  # windows that tile the text: no warning
+
+
+def test_the_simple_tokenizers_make_windows_too():
+    """GPTDatasetV1 passes tiktoken's allowed_special: the chapter-2 tokenizers take it, and their ids come out."""
+    text = f"{TEXT} <|endoftext|> {TEXT}"
+    for tokenizer in (SimpleTokenizerV1(VOCAB), SimpleTokenizerV2(VOCAB)):
+        ids = tokenizer.encode(text)
+        assert ids[len(ids) // 2] == VOCAB["<|endoftext|>"]
+        dataset = GPTDatasetV1(text, tokenizer, max_length=4, stride=4)
+        assert dataset[1][0].tolist() == ids[4:8]
+        loader = create_dataloader_v1(text, batch_size=2, max_length=4, stride=4, shuffle=False, tokenizer=tokenizer)
+        assert next(iter(loader))[1].tolist() == [ids[1:5], ids[5:9]]
+
+
+def test_a_truncated_merges_file_is_refused(tmp_path):
+    """A merges file cut at a line loaded as a different tokenizer (its lost tokens became 'special tokens')."""
+    folder = BPETokenizer.train(TEXT * 20, 300).save(tmp_path / "tok")
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    for cut in ("".join(lines[: len(lines) // 2]), "".join(lines[:-1])):
+        (folder / "merges.txt").write_text(cut, encoding="utf-8")
+        with pytest.raises(ValueError, match=r"vocab.json: '.+' \(id \d+\) is '.+' \+ '.+', a token a merge makes, but "
+                                             r".*merges.txt ends after \d+ merges without it: the merges file is truncated"):
+            BPETokenizer.load(folder)
+
+
+def test_training_on_lone_surrogates_learns_what_encode_sees():
+    """A lone surrogate has no UTF-8 bytes: training replaces it with U+FFFD, as encode (and tiktoken) do."""
+    text = TEXT * 5 + " \ud800 x \udfff\udfff"
+    tok = BPETokenizer.train(text, 280)
+    assert tok.merges == BPETokenizer.train(text.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd"), 280).merges
+    assert tok.decode(tok.encode("a \ud800")) == "a \ufffd"

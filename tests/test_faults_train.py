@@ -4,8 +4,14 @@ Each case: (id, build -> callable, expected exception, message fragment). The ca
 folder; afterwards no `.tmp`/`.part` file may remain there.
 """
 
+import errno
+import io
 import os
 import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +23,7 @@ from utils import (
     CheckpointError,
     TrainingExtras,
     calc_loss_loader,
+    checks,
     evaluate_model,
     get_device,
     load_checkpoint,
@@ -212,3 +219,46 @@ def test_a_pth_that_runs_code_is_refused_by_load_checkpoint_and_resume(tmp_path)
     pickle.loads(pickle.dumps(MakesMarker(tmp_path / "MARKER"))).close()
     assert (tmp_path / "MARKER").exists()
     os.remove(tmp_path / "MARKER")
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with `room` bytes free: a write past them raises ENOSPC, as a full disk does."""
+
+    room = 4096
+
+    def write(self, data):
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def test_a_full_disk_is_said_and_the_old_checkpoint_kept(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as 'unexpected pos 896 vs 790': the error says the disk is full, where."""
+    path = save_checkpoint(tmp_path / "run.pth", fresh()[0], step=1)
+    before = path.read_bytes()
+    monkeypatch.setattr(checks, "open", lambda file, mode, **kw: FullDisk(file, "w"), raising=False)
+    with pytest.raises(OSError, match=r"the disk is full: could not write .*run.pth .*MB free in .*; the previous "
+                                      r"run.pth there is unchanged. Free some space, or write to another disk") as info:
+        save_checkpoint(path, fresh()[0], step=2)
+    assert info.value.errno == errno.ENOSPC and "inline_container" not in str(info.value)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["run.pth"]
+
+
+def test_a_really_full_disk(tmp_path):
+    """The same on a real 200 kB disk (a tmpfs in a user namespace, where the system allows one)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here to mount a small disk in")
+    script = (f"from utils import save_checkpoint; import torch; p = {str(disk / 'c.pth')!r}\n"
+              "save_checkpoint(p, torch.nn.Linear(10, 10)); old = open(p, 'rb').read()\n"
+              "try: save_checkpoint(p, torch.nn.Linear(300, 300))\n"
+              "except OSError as e: print(e); assert open(p, 'rb').read() == old\n")
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=200k tmpfs {disk} && "
+                          f"{sys.executable} -c \"$0\"", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    if "mount:" in run.stderr:
+        pytest.skip(f"cannot mount a small disk here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"[Errno 28] the disk is full: could not write {disk / 'c.pth'}"), run.stdout
+    assert "the previous c.pth there is unchanged" in run.stdout

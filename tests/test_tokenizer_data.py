@@ -124,7 +124,7 @@ def test_text_shorter_than_one_window():
     assert "10 tokens" in message and "max_length=10" in message
     assert "longer text" in message and "smaller max_length" in message
     # exactly max_length + 1 tokens is enough for one window
-    assert len(create_dataloader_v1(SHORT, batch_size=1, max_length=9)) == 1
+    assert len(create_dataloader_v1(SHORT, batch_size=1, max_length=9, stride=9)) == 1
 
 
 @pytest.mark.parametrize("stride", [0, -4])
@@ -154,4 +154,4 @@ def test_batch_larger_than_the_number_of_windows_with_drop_last():
 
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size"):
-        create_dataloader_v1(SHORT, batch_size=0, max_length=4)
+        create_dataloader_v1(SHORT, batch_size=0, max_length=4, stride=4)

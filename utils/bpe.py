@@ -96,7 +96,15 @@ def pretokenize(
     for part in parts:
         for chunk in _chunks(part, chunk_chars) if pattern == GPT2_PATTERN else [part]:
             counts.update(pat.findall(chunk))
-    return Counter({piece.encode("utf-8"): n for piece, n in counts.items()})
+    try:
+        return Counter({piece.encode("utf-8"): n for piece, n in counts.items()})
+    except UnicodeEncodeError:  # lone surrogates: learned as encode will see them, replaced
+        return pretokenize(replace_lone_surrogates(text), specials, pattern, chunk_chars)
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (not Unicode text: no UTF-8 bytes) replaced by U+FFFD, as tiktoken does."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 _SAFE_CUT = regex.compile(r"(?<=[^\s]) (?=\p{L})")  # before " word" after a non-space: never inside a GPT-2 piece
@@ -324,7 +332,7 @@ class BPETokenizer:
             self._encode_chunk(text, out)
         except UnicodeEncodeError:  # lone surrogates: replaced, as tiktoken does
             out = []
-            self._encode_chunk(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), out)
+            self._encode_chunk(replace_lone_surrogates(text), out)
         return out
 
     def _special_regex(self, tokens: AbstractSet[str]):
@@ -367,7 +375,7 @@ class BPETokenizer:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            text = replace_lone_surrogates(text)
         out: list[int] = []
         for i, part in enumerate(self._special_regex(allowed_special).split(text)):
             if i % 2:  # split() with a group: odd parts are the special tokens
@@ -495,19 +503,8 @@ class BPETokenizer:
                 )
             merges.append((a, b))
             str_to_id[joined] = want
-        specials = sorted(((i, k) for k, i in encoder.items() if k not in str_to_id), key=lambda t: t[0])
-        if len(specials) > MAX_SPECIAL_TOKENS:
-            raise ValueError(
-                f"{enc_where} has {len(specials)} entries beyond the merges of {bpe_where} (special tokens: at most "
-                f"{MAX_SPECIAL_TOKENS}): the merges file is truncated or the two files do not belong together"
-            )
-        for j, (i, k) in enumerate(specials):
-            if (specials_allowed is not None and k not in specials_allowed) or i != 256 + len(merges) + j:
-                raise ValueError(
-                    f"{enc_where}: {k!r} (id {i}) is neither a byte, nor made by a merge of {bpe_where}, nor a special "
-                    f"token right after the merges (id {256 + len(merges) + j}): the two files do not belong together"
-                )
-        return cls(merges, [k for _, k in specials], name=name, byte_order=byte_order)
+        specials = special_entries(encoder, str_to_id, len(merges), enc_where, bpe_where, specials_allowed)
+        return cls(merges, specials, name=name, byte_order=byte_order)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `vocab.json` (token -> id, GPT-2's encoder.json format) and `merges.txt` (vocab.bpe format)."""
@@ -531,6 +528,30 @@ class BPETokenizer:
         return cls._from_texts(
             _read(files[0], "folder"), _read(files[1], "folder"), str(files[0]), str(files[1]), name or folder.name
         )
+
+
+def special_entries(encoder: dict, str_to_id: dict, n_merges: int, enc_where: str, bpe_where: str, specials_allowed) -> list[str]:
+    """The entries of `encoder` beyond the bytes and merges (`str_to_id`), in id order: they must be special tokens."""
+    specials = sorted(((i, k) for k, i in encoder.items() if k not in str_to_id), key=lambda t: t[0])
+    if len(specials) > MAX_SPECIAL_TOKENS:
+        raise ValueError(
+            f"{enc_where} has {len(specials)} entries beyond the merges of {bpe_where} (special tokens: at most "
+            f"{MAX_SPECIAL_TOKENS}): the merges file is truncated or the two files do not belong together"
+        )
+    for j, (i, k) in enumerate(specials):
+        if (specials_allowed is not None and k not in specials_allowed) or i != 256 + n_merges + j:
+            raise ValueError(
+                f"{enc_where}: {k!r} (id {i}) is neither a byte, nor made by a merge of {bpe_where}, nor a special "
+                f"token right after the merges (id {256 + n_merges + j}): the two files do not belong together"
+            )
+        parts = next(((k[:c], k[c:]) for c in range(1, len(k)) if k[:c] in str_to_id and k[c:] in str_to_id), None)
+        if parts:  # what the next merge would make: the merges file ends early
+            raise ValueError(
+                f"{enc_where}: {k!r} (id {i}) is {parts[0]!r} + {parts[1]!r}, a token a merge makes, but {bpe_where} "
+                f"ends after {n_merges} merges without it: the merges file is truncated (or the two files do not "
+                "belong together); save the tokenizer again, or fetch the files again"
+            )
+    return [k for _, k in specials]
 
 
 def _read(path, argument: str) -> str:

@@ -6,8 +6,10 @@ Every check raises a ValueError or TypeError that names the argument and says wh
 from __future__ import annotations
 
 import contextlib
+import errno
 import numbers
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -51,11 +53,26 @@ def check_file(path, what: str, hint: str = "") -> Path:
     return path
 
 
+def disk_full_error(exc: BaseException, path: Path, tmp: Path) -> OSError | None:
+    """The clear error for `exc` when it (or what it wraps: torch wraps it) is a full disk, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            written = tmp.stat().st_size if tmp.exists() else 0
+            free = shutil.disk_usage(tmp.parent).free
+            kept = f"the previous {path.name} there is unchanged" if path.exists() else "nothing was written there"
+            return OSError(exc.errno, f"the disk is full: could not write {path} ({written / 1e6:.1f} MB written when it "
+                           f"filled, {free / 1e6:.1f} MB free in {tmp.parent}); {kept}. Free some space, or write to another disk")
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside `path` and move it onto `path` only when the block ends without error.
 
-    Nothing half-written is ever left at `path` (an interruption or a full disk removes the temporary file).
+    Nothing half-written is ever left at `path`; a full disk is one OSError that says so, naming `path`.
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -65,6 +82,11 @@ def atomic_write(path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        full = disk_full_error(exc, path, tmp)
+        if full is None:
+            raise
+        raise full from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .checks import END_OF_TEXT
@@ -37,6 +39,8 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
 
 def top_k_filter(logits, top_k):
     """Keep the `top_k` largest logits per row, set the rest to -inf. `logits`: `(batch, vocab_size)`."""
+    if not top_k >= 1:
+        raise ValueError(f"top_k must be at least 1 (the number of most likely tokens to sample from; None: no top-k filter), got {top_k!r}")
     top_logits, _ = torch.topk(logits, min(top_k, logits.shape[-1]))
     min_val = top_logits[:, -1:]
     return torch.where(logits < min_val, torch.tensor(float("-inf"), device=logits.device), logits)
@@ -48,17 +52,18 @@ def top_p_filter(logits, top_p):
         raise ValueError(f"top_p must be in (0, 1] (or None for no top-p filter), got {top_p!r}")
     sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
     probs = torch.softmax(sorted_logits, dim=-1)
-    remove = torch.cumsum(probs, dim=-1) - probs >= top_p  # the mass before this token is already enough
-    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    sorted_logits = sorted_logits.masked_fill(torch.cumsum(probs, dim=-1) - probs >= top_p, float("-inf"))  # mass before: enough
     return torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
 
 
 def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None):
     """`logits` `(batch, vocab_size)` -> next token ids `(batch, 1)`: greedy at temperature 0, else filtered sampling."""
+    if not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number (0 or less: greedy decoding), got {temperature!r}")
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if temperature > 0.0:
-        logits = logits / temperature
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # max first: a tiny temperature cannot overflow
         if top_p is not None:
             logits = top_p_filter(logits, top_p)
         probs = torch.softmax(logits, dim=-1)
@@ -73,6 +78,8 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     With `use_cache` (and a model that has a KV cache) each step feeds only the new token; past `context_size`
     tokens it recomputes the last `context_size`. A batch stops when every row has produced `eos_id`.
     """
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+        raise ValueError(f"idx must be a tensor of token ids of shape (batch, num_tokens), got {tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__}: use text_to_token_ids(text, tokenizer), ids.unsqueeze(0) or torch.tensor([ids])")
     use_cache = use_cache and hasattr(model, "reset_kv_cache")
     if use_cache:
         model.reset_kv_cache()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .checks import END_OF_TEXT_ID, atomic_write_text, check_file, check_int
+from .checks import END_OF_TEXT, END_OF_TEXT_ID, atomic_write_text, check_file, check_int
 from .generate import generate, text_to_token_ids
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips targets with this value
@@ -40,6 +40,8 @@ def check_entries(data) -> None:
                 raise ValueError(f"entry {i} has no {key!r} text (keys: {sorted(entry)}): fix or drop that entry")
         if not isinstance(entry.get("input", ""), str):
             raise ValueError(f"entry {i}: 'input' must be a string (use '' for none)")
+        if any(END_OF_TEXT in entry.get(key, "") for key in ("instruction", "input", "output")):
+            raise ValueError(f"entry {i} holds the text {END_OF_TEXT}, GPT-2's end-of-text token, which its tokenizer refuses inside a text (and which ends every response): remove it from that entry")
 
 
 def load_instruction_data(path) -> list[dict]:

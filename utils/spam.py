@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from .checks import atomic_write, check_file, check_int, check_loader, check_training_args
+from .checks import END_OF_TEXT, atomic_write, check_file, check_int, check_loader, check_training_args
 from .extras import check_finite
 from .train import calc_loss_loader, evaluate_model
 
@@ -60,6 +60,8 @@ def read_sms_spam(path) -> list[tuple[str, str]]:
     except csv.Error as exc:
         raise ValueError(f"{path}, line {reader.line_num}: {exc}: fix that line, or delete the file and "
                          "fetch('sms-spam') again") from None
+    if not rows:
+        raise ValueError(f"{path} holds no messages (it is empty): delete it and fetch('sms-spam') again")
     return rows
 
 
@@ -125,6 +127,8 @@ def read_split_csv(path) -> tuple[list[int], list[str]]:
                     f"{path}, line {reader.line_num}: expected a label 0 or 1, a comma, then the message; "
                     f"got {fields!r:.120}. Fix or delete that row (or write the file again with write_split_csv)."
                 )
+            if END_OF_TEXT in fields[1]:
+                raise ValueError(f"{path}, line {reader.line_num}: the message holds the text {END_OF_TEXT}, GPT-2's end-of-text token, which its tokenizer refuses inside a message: remove it from that row (or write it as '< |endoftext| >')")
             labels.append(int(fields[0]))
             texts.append(fields[1])
     except csv.Error as exc:
@@ -151,6 +155,7 @@ class SpamDataset(Dataset):
         if max_length is None:
             self.max_length = self._longest_encoded_length()
         else:
+            check_int(max_length, "max_length", hint="the number of tokens each message is padded or truncated to; None: the longest message")
             self.max_length = max_length
             too_long = sum(len(ids) > max_length for ids in self.encoded_texts)
             if too_long:

@@ -43,7 +43,7 @@ class SimpleTokenizerV1:
         self.str_to_int = vocab
         self.int_to_str = {i: s for s, i in vocab.items()}
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, allowed_special=()) -> list[int]:  # allowed_special: tiktoken's signature, unused
         ids = []
         for token in split_text(text):
             if token not in self.str_to_int:
@@ -68,7 +68,7 @@ class SimpleTokenizerV2:
         self.str_to_int = vocab
         self.int_to_str = {i: s for s, i in vocab.items()}
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, allowed_special=()) -> list[int]:  # a special token of the vocabulary is always encoded
         tokens = [t if t in self.str_to_int else "<|unk|>" for t in split_text(text)]
         return [self.str_to_int[t] for t in tokens]
 
