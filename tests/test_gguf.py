@@ -261,3 +261,44 @@ def test_gguf_path_and_copy_load_through_load_pretrained(tiny, tmp_path):
     path = write_gguf(tmp_path / "tiny.gguf", tiny)
     model, template = load_pretrained(shutil.copy(path, tmp_path / "copy.gguf"), device="cpu", dtype=torch.float32)
     assert model.cfg == TINY and template.system == SMOLLM2_SYSTEM
+
+
+# ---- the one checkpoint format for chapter-8 models: config, base model, LoRA weights only -------------------
+
+
+def test_chat_checkpoints_of_a_gguf_model_full_and_lora(tiny, tmp_path, monkeypatch):
+    import argparse
+
+    from utils.chat import load_chat_checkpoint, load_for_terminal, save_chat_checkpoint
+    from utils.checkpoint import read_checkpoint
+    from utils.lora import replace_linear_with_lora
+
+    monkeypatch.setattr("utils.llama.inference_dtype", lambda device: torch.float32)  # bfloat16 on a CPU with AMX
+    base = write_gguf(tmp_path / "tiny.gguf", tiny)
+    ids = torch.tensor([[5, 70, 200, 3]])
+    model, _ = load_gguf(base)
+    torch.manual_seed(1)
+    replace_linear_with_lora(model, rank=2, alpha=4)
+    for layer in model.modules():
+        if hasattr(layer, "B") and isinstance(layer.B, torch.nn.Parameter):
+            torch.nn.init.normal_(layer.B)  # a trained update, so the loaded model must differ from the base
+    save_chat_checkpoint(tmp_path / "lora.pth", model, base)
+    saved = read_checkpoint(tmp_path / "lora.pth")
+    assert saved["lora"] == {"rank": 2, "alpha": 4} and all(k.endswith((".lora.A", ".lora.B")) for k in saved["model_state_dict"])
+    args = argparse.Namespace(device="cpu", checkpoint=str(tmp_path / "lora.pth"), model=None, context_length=None)
+    loaded, template, context_length = load_for_terminal(args)
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids), model(ids), atol=1e-5) and not torch.allclose(loaded(ids), tiny(ids), atol=1e-3)
+    assert context_length == TINY["context_length"] and template.system == SMOLLM2_SYSTEM
+
+    full, _ = load_gguf(base)
+    save_chat_checkpoint(tmp_path / "full.pth", full, base)
+    again, _, config = load_chat_checkpoint(tmp_path / "full.pth")
+    assert config == TINY and torch.equal(again(ids), full(ids))
+    other = tmp_path / "other.gguf"
+    torch.manual_seed(0)
+    write_gguf(other, LlamaModel({**TINY, "hidden_dim": 32}))
+    payload = read_checkpoint(tmp_path / "full.pth")
+    torch.save({**payload, "base_model": str(other)}, tmp_path / "moved.pth")
+    with pytest.raises(ValueError, match=r"moved.pth was trained on a model of another shape than .*other.gguf"):
+        load_chat_checkpoint(tmp_path / "moved.pth")

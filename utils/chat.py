@@ -303,8 +303,8 @@ class Chat:
 
 
 def load_chat_checkpoint(path, device="cpu"):
-    """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9 (GPT-2's tokenizer unless it names
-    another)."""
+    """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9: a GPTModel with GPT-2's tokenizer
+    (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named)."""
     from .checkpoint import read_checkpoint
     from .corpus import get_tokenizer
     from .model import GPTModel
@@ -317,10 +317,47 @@ def load_chat_checkpoint(path, device="cpu"):
     payload = read_checkpoint(path, map_location="cpu")
     if not isinstance(payload.get("config"), dict):
         raise ValueError(f"{path} holds no model config: save it with save_checkpoint(path, model, config=cfg)")
+    if payload.get("base_model"):
+        return llama_from_checkpoint(path, payload, device)
     model = GPTModel(payload["config"])
     model.load_state_dict(payload["model_state_dict"])
     template = AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
     return model.to(device).eval(), template, payload["config"]
+
+
+def save_chat_checkpoint(path, model, base_model, **state):
+    """Save a chapter-8 model (SmolLM2, ...) in the one checkpoint format: its config, `base_model` (the name or .gguf
+    file its tokenizer, template and weights come from) and, when LoRA-wrapped, only the LoRA weights."""
+    from .checkpoint import save_checkpoint
+    from .lora import lora_layers, lora_state_dict
+
+    if not isinstance(getattr(model, "cfg", None), dict) or "n_kv_heads" not in model.cfg:
+        raise TypeError("save_chat_checkpoint saves chapter 8's LlamaModel; save a GPTModel with save_checkpoint")
+    layers = list(lora_layers(model).values())
+    lora = {"rank": layers[0].lora.rank, "alpha": layers[0].lora.alpha} if layers else None
+    weights = lora_state_dict(model) if layers else None  # the base model's weights come from `base_model` again
+    return save_checkpoint(path, model, weights=weights, config=model.cfg, base_model=str(base_model), lora=lora,
+                           **state)
+
+
+def llama_from_checkpoint(path, payload, device="cpu"):
+    """(model, template, config): the checkpoint's base model loaded again, its saved weights (all, or LoRA's) on top."""
+    from .llama import load_pretrained
+    from .lora import replace_linear_with_lora
+
+    model, template = load_pretrained(payload["base_model"], device=device)
+    if model.cfg != payload["config"]:
+        raise ValueError(f"{path} was trained on a model of another shape than {payload['base_model']}: "
+                         f"its config is {payload['config']}")
+    if payload.get("lora"):
+        replace_linear_with_lora(model, payload["lora"]["rank"], payload["lora"]["alpha"])
+    own = model.state_dict()
+    wrong = [k for k, v in payload["model_state_dict"].items() if k not in own or own[k].shape != v.shape]
+    if wrong or (not payload.get("lora") and own.keys() != payload["model_state_dict"].keys()):
+        raise ValueError(f"{path} does not fit {payload['base_model']} (e.g. {(wrong or sorted(own))[0]}): "
+                         "save it again with save_chat_checkpoint")
+    model.load_state_dict(payload["model_state_dict"], strict=not payload.get("lora"))
+    return model.eval(), template, payload["config"]
 
 
 def chat_model_or_fallback(checkpoints, fallback_config, device="cpu"):
@@ -471,8 +508,9 @@ def load_for_terminal(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.chat", description="Talk to a model in the terminal.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a chapter-7 or chapter-9 checkpoint, e.g. data/ch09_chat_model.pth")
-    source.add_argument("--model", help="qwen3-0.6b, or a local Hugging Face folder of a Qwen3 / Llama 3 model")
+    source.add_argument("--checkpoint", help="a chapter-7, 9 or 10 checkpoint, e.g. data/ch09_chat_model.pth")
+    source.add_argument("--model", help="smollm2-135m (fetched once, then offline), qwen3-0.6b, a .gguf file, or a "
+                        "local Hugging Face folder of a SmolLM2 / Llama 3 / Qwen3 model")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; 0.7-1.0 samples")
     parser.add_argument("--top-k", type=int, default=None)

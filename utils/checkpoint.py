@@ -75,9 +75,10 @@ def check_path(path) -> Path:
     return Path(path)
 
 
-def save_checkpoint(path, model, optimizer=None, **state) -> Path:
+def save_checkpoint(path, model, optimizer=None, *, weights=None, **state) -> Path:
     """Save model (+ optimizer) state and `state` (tensors, numbers, strings, lists, dicts) to `path` atomically.
 
+    `weights`: the tensors to save instead of `model.state_dict()` (e.g. `lora_state_dict(model)`: LoRA's only).
     Loads with `torch.load(path, weights_only=True)`. Non-finite weights are refused (nothing is written).
     """
     if not isinstance(model, torch.nn.Module):
@@ -88,7 +89,7 @@ def save_checkpoint(path, model, optimizer=None, **state) -> Path:
         raise ValueError(f"save_checkpoint: {', '.join(sorted(reserved))} is written by save_checkpoint itself: rename it")
     for key, value in state.items():
         check_safe(value, key)
-    payload = {"model_state_dict": model.state_dict(), **state}
+    payload = {"model_state_dict": model.state_dict() if weights is None else weights, **state}
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer.state_dict()
     bad = first_nonfinite(payload["model_state_dict"].items()) or (optimizer is not None and first_nonfinite(
