@@ -63,7 +63,7 @@ def sample_next_token(logits, temperature=0.0, top_k=None, top_p=None):
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if temperature > 0.0:
-        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # max first: a tiny temperature cannot overflow
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # largest logit at 0: a tiny temperature cannot overflow to inf
         if top_p is not None:
             logits = top_p_filter(logits, top_p)
         probs = torch.softmax(logits, dim=-1)
