@@ -466,7 +466,7 @@ def test_a_full_disk_is_said_and_leaves_nothing(server, data, monkeypatch, mode)
         return FillingDisk(f, 100, mode) if str(path).endswith(".part") else f
 
     monkeypatch.setattr(assets, "open", small_disk, raising=False)  # the module's open(): the download's writer
-    with pytest.raises(AssetError, match=r"the disk holding .* is full") as excinfo:
+    with pytest.raises(AssetError, match=r"the disk is full: could not write .*hello\.txt") as excinfo:
         fetch("hello")
     message = str(excinfo.value)
     assert "sha256" not in message and "LLM_DATA_DIR" in message and asset.filename in message

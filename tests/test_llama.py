@@ -3,6 +3,7 @@
 
 import base64
 import json
+import re
 import shutil
 
 import pytest
@@ -168,6 +169,106 @@ def test_bad_config_json_named(hf_folders, tmp_path):
     folder = _copy(hf_folders["qwen3"], tmp_path)
     (folder / "config.json").write_text('{"model_type": "qwen3", ')
     with pytest.raises(ValueError, match="config.json is not JSON"):
+        load_pretrained(folder, device="cpu")
+
+
+def _edit_config(folder, **changes):
+    """config.json of `folder` with `changes` (a value None removes the field)."""
+    hf = json.loads((folder / "config.json").read_text())
+    hf = {k: v for k, v in {**hf, **changes}.items() if not (k in changes and changes[k] is None)}
+    (folder / "config.json").write_text(json.dumps(hf))
+    return hf
+
+
+def _logits(model, seed=4):
+    idx = torch.randint(0, TINY["vocab_size"], (1, 40), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(idx) if isinstance(model, LlamaModel) else model(idx).logits
+
+
+def test_tied_config_with_its_own_head(hf_folders, tmp_path):
+    """tie_word_embeddings: true and a file that holds lm_head.weight: equal tensors tie, different ones are refused."""
+    same = _copy(hf_folders["llama"], tmp_path, lambda w: w.update({"lm_head.weight": w["model.embed_tokens.weight"].clone()}))
+    model = _ours(same)
+    assert model.out_head.weight is model.tok_emb.weight
+    shutil.rmtree(same)
+    other = _copy(hf_folders["llama"], tmp_path, lambda w: w.update({"lm_head.weight": torch.randn(300, 64)}))
+    with pytest.raises(ValueError, match=r"lm_head\.weight in model\.safetensors differs from model\.embed_tokens\.weight "
+                       r"in model\.safetensors \(max difference .*set tie_word_embeddings to false in config\.json"):
+        _ours(other)
+    _edit_config(other, tie_word_embeddings=False)  # the remedy the error names: transformers' logits
+    ref = transformers.AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32).eval()
+    torch.testing.assert_close(_logits(_ours(other)), _logits(ref), atol=1e-5, rtol=0)
+
+
+def _shard(folder):
+    """`folder`'s model.safetensors split in two shards with the index transformers writes."""
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(weights)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:]), start=1):
+        save_file({name: weights[name] for name in part}, folder / f"model-0000{i}-of-00002.safetensors")
+        weight_map.update({name: f"model-0000{i}-of-00002.safetensors" for name in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return weight_map
+
+
+def test_sharded_folder(hf_folders, qwen_tokenizer_file, tmp_path):
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    shutil.copy(qwen_tokenizer_file, folder / "tokenizer.json")
+    weight_map = _shard(folder)
+    model, _ = load_pretrained(folder, device="cpu", dtype=torch.float32)
+    torch.testing.assert_close(_logits(model), _logits(_ours(hf_folders["qwen3"])), atol=0, rtol=0)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    count = sum(shard.startswith("model-00002") for shard in weight_map.values())
+    with pytest.raises(FileNotFoundError, match=rf"model-00002-of-00002\.safetensors not found: model\.safetensors\.index"
+                       rf"\.json puts {count} of its tensors in it .*download model-00002-of-00002\.safetensors into"):
+        load_pretrained(folder, device="cpu")
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": ["model-00001-of-00002.safetensors"]}')
+    with pytest.raises(ValueError, match=r"index\.json has no weight_map"):
+        load_pretrained(folder, device="cpu")
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"num_key_value_heads": 3}, ValueError, r"num_attention_heads \(4\) must be a multiple of num_key_value_heads \(3\)"),
+    ({"hidden_size": "64"}, ValueError, r"hidden_size must be a whole number >= 1, got '64'"),
+    ({"num_hidden_layers": 2.0}, ValueError, r"num_hidden_layers must be a whole number >= 1, got 2\.0"),
+    ({"head_dim": None, "hidden_size": 2}, ValueError, r"hidden_size // num_attention_heads must be a whole number >= 1, got 0"),
+    ({"tie_word_embeddings": "false"}, TypeError, r"tie_word_embeddings must be True or False, got 'false'"),
+    ({"rms_norm_eps": "1e-6"}, ValueError, r"rms_norm_eps must be a number > 0, got '1e-6'"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 32.0}}, ValueError,
+     r"rope_parameters\.low_freq_factor must be a number > 0, got None"),
+    ({"rope_parameters": {"rope_theta": "1e6"}}, ValueError, r"rope_parameters\.rope_theta must be a number > 0"),
+    ({"rope_parameters": "default"}, ValueError, r"rope_parameters must be an object or null"),
+])
+def test_config_field_named_with_the_file(hf_folders, tmp_path, changes, error, message):
+    """A config.json field of the wrong type or value: one line with the file and config.json's own field name."""
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    _edit_config(folder, **changes)
+    with pytest.raises(error, match=rf"^{re.escape(str(folder / 'config.json'))}: {message}"):
+        load_pretrained(folder, device="cpu")
+
+
+@pytest.mark.parametrize(("changes", "sliding"), [
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1, "layer_types": None}, [1]),
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0, "layer_types": None}, [0, 1]),
+    ({"use_sliding_window": True, "sliding_window": 8, "layer_types": ["full_attention", "sliding_attention"]}, [1]),
+    ({"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 2, "layer_types": None}, []),
+    ({"use_sliding_window": True, "sliding_window": 8}, []),  # transformers wrote layer_types: all full attention
+    ({"use_sliding_window": False, "sliding_window": 8, "layer_types": ["full_attention", "sliding_attention"]}, []),
+])
+def test_qwen3_sliding_window_refused(hf_folders, tmp_path, changes, sliding):
+    """Refused exactly when transformers would mask some layer to a window: this model attends over everything."""
+    folder = _copy(hf_folders["qwen3"], tmp_path)
+    hf = _edit_config(folder, **changes)
+    ref = transformers.Qwen3Config.from_dict(hf)
+    assert [i for i, kind in enumerate(ref.layer_types) if kind == "sliding_attention" and ref.sliding_window] == sliding
+    if not sliding:
+        assert llama_config_from_hf(hf) == llama_config_from_hf(json.loads((hf_folders["qwen3"] / "config.json").read_text()))
+        return
+    with pytest.raises(ValueError, match=rf"config\.json: use_sliding_window is True, so transformers limits layers "
+                       rf"{re.escape(str(sliding))} to a window of 8 tokens.*set use_sliding_window to false"):
         load_pretrained(folder, device="cpu")
 
 

@@ -38,6 +38,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import disk_full_error
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -372,13 +374,13 @@ def _write_all(f, chunk: bytes) -> None:
         view = view[written:]
 
 
-def _disk_full(exc: BaseException, folder: Path, asset: Asset) -> AssetError | None:
+def _disk_full(exc: BaseException, target: Path, part: Path, asset: Asset) -> AssetError | None:
     """The error to raise at once when `exc` says the data folder's disk is full (no other source would help)."""
-    if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+    full = disk_full_error(exc, target, part)
+    if full is None:
         return None
-    need = f" (it needs {asset.size / 1e6:.1f} MB)" if asset.size else ""
-    return AssetError(f"the disk holding {folder} is full ({exc.strerror or exc}): free some space for "
-                      f"{asset.filename}{need}, or set LLM_DATA_DIR to a folder on another disk; nothing was kept")
+    need = f"; {asset.filename} needs {asset.size / 1e6:.1f} MB" if asset.size else ""
+    return AssetError(f"{full.strerror} (for the data folder: set LLM_DATA_DIR to a folder on that disk{need})")
 
 
 def _by_hand(asset: Asset, target: Path) -> str:
@@ -467,7 +469,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             os.replace(part, target)
             return target
         except (AssetError, OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
-            if (full := _disk_full(exc, folder, asset)) is not None:
+            if (full := _disk_full(exc, target, part, asset)) is not None:
                 raise full from None
             errors.append(f"  - {source}: {_reason(exc)}" if not isinstance(exc, AssetError) else f"  - {exc}")
             reasons.append((source, _reason(exc).removeprefix(f"{source}: ")))

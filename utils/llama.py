@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from pathlib import Path
 
@@ -58,8 +59,17 @@ _INT_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_kv_heads",
 _SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_context_length")
 
 
-def check_llama_config(cfg) -> None:
-    """Raise TypeError/ValueError naming the config field that is missing or unusable."""
+def check_llama_config(cfg, where: str = "", names: dict | None = None) -> None:
+    """Raise TypeError/ValueError naming the config field that is missing or unusable.
+
+    `names` maps our keys (and rope_scaling's) to the names a file gives them, `where` starts each message
+    (llama_config_from_hf: config.json's field names and its path); by default `config['n_heads']`.
+    """
+    def field(key):
+        if names:
+            return names[key]
+        return f"config[{key!r}]" if key in LLAMA32_1B else f"config['rope_scaling'][{key!r}]"
+
     if not isinstance(cfg, dict):
         raise TypeError(f"the config must be a dict (start from LLAMA32_1B or QWEN3_06B), got {type(cfg).__name__}")
     missing = sorted(set(LLAMA32_1B) - set(cfg))
@@ -67,18 +77,21 @@ def check_llama_config(cfg) -> None:
         raise ValueError(f"the config lacks {missing}: start from LLAMA32_1B or QWEN3_06B ({{**QWEN3_06B, ...}})")
     for key in _INT_KEYS:
         if not is_int(cfg[key]) or cfg[key] < 1:
-            raise ValueError(f"config[{key!r}] must be a whole number >= 1, got {cfg[key]!r}")
+            raise ValueError(f"{where}{field(key)} must be a whole number >= 1, got {cfg[key]!r}")
     if cfg["n_heads"] % cfg["n_kv_heads"]:
-        raise ValueError(f"config['n_heads'] ({cfg['n_heads']}) must be a multiple of config['n_kv_heads'] "
+        raise ValueError(f"{where}{field('n_heads')} ({cfg['n_heads']}) must be a multiple of {field('n_kv_heads')} "
                          f"({cfg['n_kv_heads']}): each key/value head serves the same number of query heads")
     if cfg["head_dim"] % 2:
-        raise ValueError(f"config['head_dim'] must be even (RoPE rotates pairs of numbers), got {cfg['head_dim']}")
+        raise ValueError(f"{where}{field('head_dim')} must be even (RoPE rotates pairs of numbers), got {cfg['head_dim']}")
     for key in ("qk_norm", "tie_embeddings"):
         if not isinstance(cfg[key], bool):
-            raise TypeError(f"config[{key!r}] must be True or False, got {cfg[key]!r}")
+            raise TypeError(f"{where}{field(key)} must be True or False, got {cfg[key]!r}")
     scaling = cfg["rope_scaling"]
     if scaling is not None and (not isinstance(scaling, dict) or sorted(scaling) != sorted(_SCALING_KEYS)):
-        raise ValueError(f"config['rope_scaling'] must be None or a dict with {list(_SCALING_KEYS)}, got {scaling!r}")
+        raise ValueError(f"{where}{field('rope_scaling')} must be None or a dict with {list(_SCALING_KEYS)}, got {scaling!r}")
+    for key, value in (("rope_base", cfg["rope_base"]), ("norm_eps", cfg["norm_eps"]), *(scaling or {}).items()):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise ValueError(f"{where}{field(key)} must be a number > 0, got {value!r}")
 
 
 class RMSNorm(nn.Module):
@@ -263,20 +276,36 @@ _HF_REQUIRED = ("vocab_size", "max_position_embeddings", "hidden_size", "num_att
                 "intermediate_size", "rms_norm_eps")
 
 
-def read_hf_config(path) -> dict:
-    """The dict in a Hugging Face `config.json`; ValueError naming the file when it is not a JSON object."""
-    path = check_file(path, "config.json", "is it a Hugging Face model folder?")
+def _read_json(path, what: str, hint: str = "") -> dict:
+    """The JSON object in file `path`; FileNotFoundError or ValueError naming `what` when it is not one."""
+    path = check_file(path, what, hint)
     try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path.name} is not JSON ({exc}): download it again") from None
-    if not isinstance(hf, dict):
-        raise ValueError(f"{path.name} holds a {type(hf).__name__}, not a model config: download it again")
-    return hf
+    if not isinstance(found, dict):
+        raise ValueError(f"{path.name} holds a {type(found).__name__}, not a JSON object: download it again")
+    return found
 
 
-def llama_config_from_hf(hf: dict, what: str = "config.json") -> dict:
-    """Our config dict from a Hugging Face `config.json` of a Llama or Qwen3 model; ValueError naming the field."""
+def read_hf_config(path) -> dict:
+    """The dict in a Hugging Face `config.json`; ValueError naming the file when it is not a JSON object."""
+    return _read_json(path, "config.json", "is it a Hugging Face model folder?")
+
+
+_HF_FIELDS = {  # our config key -> config.json's field
+    "vocab_size": "vocab_size", "context_length": "max_position_embeddings", "emb_dim": "hidden_size",
+    "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads", "n_layers": "num_hidden_layers",
+    "hidden_dim": "intermediate_size", "qk_norm": "model_type", "norm_eps": "rms_norm_eps",
+    "tie_embeddings": "tie_word_embeddings",
+}
+_HF_SCALING = {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+               "original_context_length": "original_max_position_embeddings"}  # ours -> Llama 3's rope fields
+
+
+def llama_config_from_hf(hf: dict, what="config.json") -> dict:
+    """Our config dict from a Hugging Face `config.json` of a Llama or Qwen3 model; ValueError naming the
+    config.json field and `what` (the file)."""
     if hf.get("model_type") not in ("llama", "qwen3"):
         raise ValueError(f"{what}: model_type {hf.get('model_type')!r} is not supported: this loads 'llama' and 'qwen3'")
     missing = [key for key in _HF_REQUIRED if key not in hf]
@@ -285,25 +314,46 @@ def llama_config_from_hf(hf: dict, what: str = "config.json") -> dict:
     for key, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
         if hf.get(key, ok) != ok:
             raise ValueError(f"{what}: {key}={hf[key]!r} is not supported (the model is built with {key}={ok!r})")
-    rope = hf.get("rope_parameters") or {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 10_000.0)}
+    rope_key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"  # transformers 5 : 4
+    rope = hf.get(rope_key) or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"{what}: {rope_key} must be an object or null, got {rope!r}")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
         raise ValueError(f"{what}: rope_type {rope_type!r} is not supported (only 'default' and 'llama3')")
-    scaling = None
-    if rope_type == "llama3":
-        scaling = {"factor": rope["factor"], "low_freq_factor": rope["low_freq_factor"],
-                   "high_freq_factor": rope["high_freq_factor"],
-                   "original_context_length": rope["original_max_position_embeddings"]}
+    n_heads, n_kv_heads, head_dim = hf["num_attention_heads"], hf.get("num_key_value_heads"), hf.get("head_dim")
+    if head_dim is None and is_int(hf["hidden_size"]) and is_int(n_heads) and n_heads > 0:
+        head_dim = hf["hidden_size"] // n_heads
     cfg = {
         "vocab_size": hf["vocab_size"], "context_length": hf["max_position_embeddings"], "emb_dim": hf["hidden_size"],
-        "n_heads": hf["num_attention_heads"], "n_kv_heads": hf.get("num_key_value_heads", hf["num_attention_heads"]),
-        "head_dim": hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        "n_layers": hf["num_hidden_layers"], "hidden_dim": hf["intermediate_size"], "rope_base": float(rope["rope_theta"]),
-        "rope_scaling": scaling, "qk_norm": hf["model_type"] == "qwen3", "norm_eps": hf["rms_norm_eps"],
-        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
+        "n_heads": n_heads, "n_kv_heads": n_heads if n_kv_heads is None else n_kv_heads, "head_dim": head_dim,
+        "n_layers": hf["num_hidden_layers"], "hidden_dim": hf["intermediate_size"],
+        "rope_base": rope.get("rope_theta", hf.get("rope_theta", 10_000.0)),
+        "rope_scaling": {ours: rope.get(theirs) for ours, theirs in _HF_SCALING.items()} if rope_type == "llama3" else None,
+        "qk_norm": hf["model_type"] == "qwen3", "norm_eps": hf["rms_norm_eps"],
+        "tie_embeddings": hf.get("tie_word_embeddings", False),
     }
-    check_llama_config(cfg)
-    return cfg
+    names = {**_HF_FIELDS, "head_dim": "head_dim" if "head_dim" in hf else "hidden_size // num_attention_heads",
+             "rope_base": f"{rope_key}.rope_theta" if "rope_theta" in rope else "rope_theta", "rope_scaling": rope_key,
+             **{ours: f"{rope_key}.{theirs}" for ours, theirs in _HF_SCALING.items()}}
+    check_llama_config(cfg, f"{what}: ", names)
+    _check_full_attention(hf, cfg["n_layers"], what)
+    return {**cfg, "rope_base": float(cfg["rope_base"])}
+
+
+def _check_full_attention(hf: dict, n_layers: int, what) -> None:
+    """ValueError when transformers would mask some layer to a sliding window (Qwen3's use_sliding_window: true)."""
+    if not hf.get("use_sliding_window") or hf.get("sliding_window") is None:
+        return
+    types, first = hf.get("layer_types"), hf.get("max_window_layers", 28)  # transformers' rule when layer_types is absent
+    if types is None:
+        types = ["full_attention" if is_int(first) and i < first else "sliding_attention" for i in range(n_layers)]
+    sliding = [i for i, kind in enumerate(types) if kind != "full_attention"] if isinstance(types, list) else types
+    if sliding:
+        raise ValueError(f"{what}: use_sliding_window is {hf['use_sliding_window']!r}, so transformers limits layers "
+                         f"{sliding} to a window of {hf['sliding_window']} tokens, while this model attends over the whole "
+                         "context in every layer: set use_sliding_window to false (as Qwen3's released configs have it) "
+                         "or run it with transformers")
 
 
 def _file_shapes(paths) -> dict[str, tuple[Path, tuple[int, ...]]]:
@@ -342,6 +392,26 @@ def check_llama_weights(model: LlamaModel, found: dict, file_name=hf_name) -> No
         raise ValueError(f"the weights do not fit the config:\n  {shown}")
 
 
+def _check_tied_head(found: dict) -> None:
+    """ValueError when the files hold their own lm_head.weight that differs from the embedding a tied config uses."""
+    from safetensors import safe_open
+
+    tensors = []
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        with safe_open(str(found[name][0]), framework="pt") as f:
+            tensors.append(f.get_tensor(name))
+    emb, head = tensors
+    if emb.shape == head.shape and torch.equal(emb, head):
+        return  # the same matrix written twice: tying loses nothing
+    diff = (f"max difference {(emb.float() - head.float()).abs().max():.3g}" if emb.shape == head.shape
+            else f"shape {tuple(head.shape)} vs {tuple(emb.shape)}")
+    raise ValueError(f"the config ties the output head to the embedding (config['tie_embeddings'], config.json's "
+                     f"tie_word_embeddings: true), but "
+                     f"lm_head.weight in {found['lm_head.weight'][0].name} differs from model.embed_tokens.weight in "
+                     f"{found['model.embed_tokens.weight'][0].name} ({diff}): set tie_word_embeddings to false in "
+                     "config.json to use the file's lm_head.weight (as transformers does), or delete lm_head.weight from the file")
+
+
 def load_hf_weights(cfg: dict, paths, device=None, dtype=torch.float32) -> LlamaModel:
     """A `LlamaModel(cfg)` filled from Hugging Face safetensors `paths`: built on the meta device, one tensor at a time."""
     from safetensors import safe_open
@@ -352,6 +422,8 @@ def load_hf_weights(cfg: dict, paths, device=None, dtype=torch.float32) -> Llama
         model = LlamaModel(cfg)  # shapes only: no memory, no random init
     found = _file_shapes(paths)
     check_llama_weights(model, found)  # nothing read on error
+    if cfg["tie_embeddings"] and "lm_head.weight" in found:
+        _check_tied_head(found)
     ours = {hf_name(name): name for name, _ in model.named_parameters()}
     state = {}
     for path in paths:
@@ -530,9 +602,26 @@ PRETRAINED = {  # name -> (config, weights, tokenizer) assets, or the one GGUF f
 }
 
 
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's `model.safetensors.index.json` names ([] without one); each must be there."""
+    if not index.is_file():
+        return []
+    weight_map = _read_json(index, index.name).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(shard, str) and Path(shard).name == shard for shard in weight_map.values()):
+        raise ValueError(f"{index} has no weight_map of tensor name -> shard file name: download it again")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if not (index.parent / shard).is_file():
+            tensors = [name for name, file in weight_map.items() if file == shard]
+            raise FileNotFoundError(f"{index.parent / shard} not found: {index.name} puts {len(tensors)} of its tensors in it "
+                                    f"({tensors[0]}, ...); download {shard} into {index.parent}")
+    return [index.parent / shard for shard in shards]
+
+
 def _folder_files(folder: Path, model_type: str):
     """(safetensors files, tokenizer file) of a Hugging Face model folder."""
-    weights = sorted(folder.glob("*.safetensors"))
+    weights = _index_shards(folder / "model.safetensors.index.json") or sorted(folder.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{folder} holds no *.safetensors file: download the model's weights into it")
     names = ("tokenizer.json",) if model_type == "qwen3" else ("original/tokenizer.model", "tokenizer.model", "tokenizer.json")
@@ -573,13 +662,14 @@ def load_pretrained(name_or_folder, device=None, dtype=None):
     if name_or_folder in PRETRAINED:
         config_path, weights_path, tokenizer_path = (fetch(asset) for asset in PRETRAINED[name_or_folder])
         hf, weights, folder = read_hf_config(config_path), [weights_path], config_path.parent
+        cfg = llama_config_from_hf(hf, config_path)
     else:
         folder = Path(name_or_folder)
         if not folder.is_dir():
             raise ValueError(f"{name_or_folder!r} is neither a known model ({', '.join(PRETRAINED)}), a .gguf file "
                              "nor a folder")
         hf = read_hf_config(folder / "config.json")
-        llama_config_from_hf(hf)  # an unsupported model is named before any file is looked for
+        cfg = llama_config_from_hf(hf, folder / "config.json")  # an unsupported model is named before any file is looked for
         weights, tokenizer_path = _folder_files(folder, hf["model_type"])
-    model = load_hf_weights(llama_config_from_hf(hf), weights, device=device, dtype=dtype)
+    model = load_hf_weights(cfg, weights, device=device, dtype=dtype)
     return model, _folder_template(folder, hf["model_type"], tokenizer_path)
