@@ -44,6 +44,8 @@ BOOK = {
         "loss before training, train / val": (10.98758, 10.98110),
         "draws out of 1,000 at T=1, forward / toward": (582, 343),
         "GPT-2 124M on The Verdict, train / val (exercise 5.5)": (3.7547, 3.5596),
+        # BOOK.md: exercise 5.4's solution continues chapter 5's saved run for one epoch
+        "exercise 5.4, steps 0 and 5, train / val": (0.271, 6.545, 0.244, 6.614),
     },
     "06": {
         "ham messages read by pandas": 4825,

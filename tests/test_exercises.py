@@ -374,8 +374,8 @@ def answers_a_4():
 
 
 def answers_8_1():
-    gqa = 2 * 28 * 8 * 128 * 2  # keys + values, layers, KV heads, head_dim, bytes (bfloat16)
-    return (gqa, 2 * gqa), [(gqa // 2, 2 * gqa), (gqa, gqa), (2 * gqa, gqa)]
+    gqa = 2 * 30 * 3 * 64 * 4  # SmolLM2: keys + values, layers, KV heads, head_dim, bytes (float32)
+    return (gqa, 3 * gqa), [(gqa // 2, 3 * gqa), (gqa, gqa), (gqa, 2 * gqa)]
 
 
 def answers_8_2():
@@ -399,7 +399,7 @@ def answers_8_3():
 
 
 def answers_8_4():
-    return (14, 15, 3), [(15, 14, 3), (14, 15, 2), (32, 0, 0)]
+    return (29, 29, 6), [(14, 15, 3), (29, 30, 5), (64, 0, 0)]
 
 
 def answers_5c_1():
@@ -419,6 +419,81 @@ def answers_5c_1():
 
 def answers_5c_2():
     return 2 ** -7, [2 ** -23, 2 ** -8, "small"]
+
+
+def answers_2b_1():
+    def encode_piece(piece, merges):  # the earliest learned pair first, until none is left
+        ids, rank = list(piece), {pair: k for k, pair in enumerate(merges)}
+        while len(ids) > 1:
+            k, i = min((rank.get(pair, len(merges)), i) for i, pair in enumerate(zip(ids, ids[1:])))
+            if k == len(merges):
+                break
+            ids[i : i + 2] = [256 + k]
+        return ids
+
+    def one_pass(piece, merges):  # left to right, whichever learned pair comes first
+        ids, out, i = list(piece), [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) in merges:
+                out.append(256 + merges.index((ids[i], ids[i + 1])))
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+    def latest_first(piece, merges):  # every merge replayed over the whole piece, the last learned first
+        ids = list(piece)
+        for k in reversed(range(len(merges))):
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == merges[k]:
+                    out.append(256 + k)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+    return encode_piece, [one_pass, latest_first, lambda piece, merges: list(piece), "encode_piece"]
+
+
+def answers_5b_1():
+    def count_windows(num_tokens, context_length, val_fraction):
+        split = round(num_tokens * (1 - val_fraction))
+        return tuple((n - 1) // context_length for n in (split, num_tokens - split))
+
+    def forgets_the_target(num_tokens, context_length, val_fraction):
+        split = round(num_tokens * (1 - val_fraction))
+        return tuple(n // context_length for n in (split, num_tokens - split))
+
+    return count_windows, [forgets_the_target, lambda *case: count_windows(*case)[::-1], lambda *case: (1, 1), 42]
+
+
+def test_5b_1_counts_are_train_val_windows(tmp_path):
+    """The checker's expected counts are those of real TokenWindows on a real token file."""
+    from utils.corpus import build_token_file, get_tokenizer, train_val_windows
+    from utils.exercises import ch05b
+
+    (tmp_path / "text.txt").write_text(verdict(), encoding="utf-8")
+    token_file = build_token_file(tmp_path / "text.txt", tmp_path / "tokens.bin", get_tokenizer("bytes"), progress=False)
+    for context_length, val_fraction in [(256, 0.1), (128, 0.2), (64, 0.25), (100, 0.1)]:
+        train_ds, val_ds = train_val_windows(token_file, context_length, val_fraction)
+        assert ch05b.windows(token_file.num_tokens, context_length, val_fraction) == (len(train_ds), len(val_ds))
+
+
+def answers_d_1():
+    g1 = torch.tensor([3.0, 4.0])  # and g2 = [0, 0, 12]: a global norm of 13
+    return g1 / 13, [g1, g1 / 5, g1 / 13 * 2, torch.tensor([1.0]), "small"]
+
+
+def answers_d_2():
+    return (27, 28), [(28, 27), (26, 27), (27, 27), (28, 28)]
+
+
+def answers_e_1():
+    return {"a", "b"}, [{"a"}, {"a", "b", "c"}, {"c"}, "abc", {"d"}, 1]
 
 
 def _exercise_id(name: str) -> str:

@@ -16,6 +16,7 @@ from tools import headers
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 HEAVY = ("05_", "06_", "07_", "D_", "E_")  # notebooks that train: they read LLM_SMOKE in their first config cell
+HEAVY_SOLUTIONS = ("05_", "06_", "07_")  # of the solutions, those that train (D's and E's work on a few numbers)
 SMOKE_LINE = 'SMOKE = os.environ.get("LLM_SMOKE") == "1"'
 MAX_STREAM_CHARS = 5000  # a longer stream output is a progress-bar wall (or a dump nobody reads)
 
@@ -44,7 +45,8 @@ def _where(index: int, cell) -> str:
 
 
 every_notebook = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-HEAVY_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith(HEAVY)]
+HEAVY_NOTEBOOKS = [p for p in NOTEBOOKS
+                  if p.name.startswith(HEAVY_SOLUTIONS if p.parent.name == "solutions" else HEAVY)]
 
 
 @every_notebook
