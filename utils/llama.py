@@ -32,7 +32,7 @@ LLAMA32_1B = {
     "head_dim": 64,  # emb_dim // n_heads
     "n_layers": 16,
     "hidden_dim": 8192,  # width inside the SwiGLU feed-forward
-    "rope_base": 500_000.0,  # RoPE's theta: the slowest rotation has a period of ~2.4 million tokens
+    "rope_base": 500_000.0,  # RoPE's theta: the slowest pair turns once in 2.08M tokens (67M after the scaling below)
     "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 8192},
     "qk_norm": False,  # Llama does not normalise queries and keys
     "norm_eps": 1e-5,

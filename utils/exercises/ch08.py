@@ -1,4 +1,4 @@
-"""Chapter 8's exercises: the KV cache of Qwen3 0.6B, an untied output head, RMSNorm, Llama 3's RoPE scaling."""
+"""Chapter 8's exercises: the KV cache of SmolLM2, an untied output head, RMSNorm, Llama 3's RoPE scaling."""
 
 from __future__ import annotations
 
@@ -8,21 +8,22 @@ import torch
 
 from .core import Wrong, exercise, items, number, whole_number
 
+SMOLLM2_KV = {"n_layers": 30, "n_heads": 9, "n_kv_heads": 3, "head_dim": 64}  # SmolLM2-135M's attention shape
+
 
 @exercise("8.1")
-def qwen3_kv_cache(answer):
-    from ..llama import QWEN3_06B as cfg
-
+def smollm2_kv_cache(answer):
+    cfg = SMOLLM2_KV
     gqa, mha = items(answer, "(bytes per token with GQA, bytes per token with multi-head attention)")
     gqa, mha = whole_number(gqa, "the GQA bytes"), whole_number(mha, "the multi-head bytes")
-    per_head = 2 * cfg["n_layers"] * cfg["head_dim"] * 2  # keys and values, every layer, 2 bytes a number
+    per_head = 2 * cfg["n_layers"] * cfg["head_dim"] * 4  # keys and values, every layer, 4 bytes a float32 number
     if gqa != per_head * cfg["n_kv_heads"]:
-        raise Wrong(f"{gqa:,} bytes with GQA is off: keys and values, in every layer, for each key/value head "
-                    "(config 'n_kv_heads'), head_dim numbers of 2 bytes each")
+        raise Wrong(f"{gqa:,} bytes with GQA is off: count keys and values, in every layer, for each key/value head "
+                    "(n_kv_heads), head_dim numbers each, in float32")
     if mha != per_head * cfg["n_heads"]:
         raise Wrong(f"{mha:,} bytes with multi-head attention is off: then there are as many key/value heads as "
-                    "query heads (config 'n_heads')")
-    return f"GQA halves Qwen3's cache: {gqa / 1024:.0f} KiB instead of {mha / 1024:.0f} KiB for every token."
+                    "query heads (n_heads)")
+    return f"GQA makes SmolLM2's cache 3x smaller: {gqa / 1024:.0f} KiB instead of {mha / 1024:.0f} KiB a token."
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,11 +75,11 @@ def rms_norm_function(answer):
 
 @functools.lru_cache(maxsize=None)
 def llama3_pairs() -> tuple[int, int, int]:
-    """(slowed by the full factor, kept, blended) RoPE pairs of Llama 3.2 1B."""
+    """(slowed by the full factor, kept, blended) RoPE pairs of a 128-wide head with Llama 3's base and scaling."""
     from ..llama import LLAMA32_1B as cfg
     from ..llama import rope_inv_freq
 
-    ratio = rope_inv_freq(cfg["head_dim"], cfg["rope_base"], cfg["rope_scaling"]) / rope_inv_freq(cfg["head_dim"], cfg["rope_base"])
+    ratio = rope_inv_freq(128, cfg["rope_base"], cfg["rope_scaling"]) / rope_inv_freq(128, cfg["rope_base"])
     slowed = int(torch.isclose(ratio, torch.tensor(1 / cfg["rope_scaling"]["factor"])).sum())
     kept = int((ratio == 1).sum())
     return slowed, kept, len(ratio) - slowed - kept
@@ -89,8 +90,8 @@ def llama3_scaling(answer):
     got = tuple(whole_number(v, "each count") for v in items(answer, "(slowed, kept, blended)", n=3))
     expected = llama3_pairs()
     if sum(got) != sum(expected):
-        raise Wrong(f"the three counts add up to {sum(got)}: a head of 64 numbers has 32 pairs")
+        raise Wrong(f"the three counts add up to {sum(got)}: a head of 128 numbers has 64 pairs")
     if got != expected:
-        raise Wrong("the counts are off: divide rope_inv_freq(64, 500_000.0, LLAMA32_1B['rope_scaling']) by "
-                    "rope_inv_freq(64, 500_000.0): 1 is kept, 1/32 slowed, anything between blended")
+        raise Wrong("the counts are off: compare each pair's speed with the scaling to its speed without: "
+                    "unchanged is kept, 1/factor is slowed, anything between is blended")
     return "the fast pairs (fine positions) keep their speed; only the slow ones are stretched for 128k tokens."
