@@ -90,6 +90,16 @@ ASSETS: dict[str, Asset] = {
         size=203524,
         description="1100 instruction/input/output entries (the book's, Apache-2.0), chapter 7",
     ),
+    "instruction-data-with-preference": Asset(
+        filename="instruction-data-with-preference.json",
+        urls=(
+            "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
+        ),
+        sha256="305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+        size=386968,
+        description="1100 entries with a polite 'chosen' and an impolite 'rejected' answer (the book repository's DPO "
+                    "bonus, Apache-2.0; written by Llama 3.1 70B, so Meta's terms for its outputs apply), chapter 10",
+    ),
     "gpt2-124M": Asset(
         filename="gpt2-124M.safetensors",
         urls=("https://huggingface.co/openai-community/gpt2/resolve/607a30d783dfa663caf39e06633721c8d4cfcd7e/model.safetensors",),
