@@ -36,7 +36,7 @@ class MultiHeadAttention(nn.Module):
 
     def reset_cache(self):
         """Forget the cached keys and values (call before generating from a new prompt)."""
-        self.cache_k, self.cache_v, self.cache_pos = None, None, 0
+        self.cache_k, self.cache_v, self.cache_pos, self.buffers_kv = None, None, 0, None
 
     def forward(self, x, use_cache=False):
         b, num_tokens, d_in = x.shape  # (batch, num_tokens, d_in)
@@ -50,10 +50,7 @@ class MultiHeadAttention(nn.Module):
         values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
         if use_cache:
-            if self.cache_k is not None:
-                keys = torch.cat([self.cache_k, keys], dim=2)
-                values = torch.cat([self.cache_v, values], dim=2)
-            self.cache_k, self.cache_v = keys, values
+            keys, values = append_to_cache(self, keys, values, self.mask.shape[0])  # earlier tokens' keys, then these
             self.cache_pos += num_tokens
         num_keys = keys.shape[2]
 
@@ -77,3 +74,22 @@ class MultiHeadAttention(nn.Module):
 
         context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
         return self.out_proj(context)  # (b, num_tokens, d_out)
+
+
+def append_to_cache(layer, keys, values, capacity):
+    """`layer.cache_k/cache_v` plus the new `keys`/`values` `(b, heads, num_tokens, head_dim)`, returned as
+    `(b, heads, num_keys, head_dim)`: written into buffers allocated ahead (doubling, up to `capacity` tokens), so
+    a step copies one token's keys and values, not the whole cache (torch.cat would copy it every step)."""
+    past = 0 if layer.cache_k is None else layer.cache_k.shape[2]
+    end, buffers = past + keys.shape[2], layer.buffers_kv
+    if buffers is None or end > buffers[0].shape[2] or buffers[0].shape[:2] != keys.shape[:2] \
+            or (buffers[0].dtype, buffers[0].device) != (keys.dtype, keys.device) \
+            or (past and layer.cache_k.data_ptr() != buffers[0].data_ptr()):  # a cache replaced from outside
+        size = max(min(max(2 * end, 256), capacity), end)
+        buffers = tuple(keys.new_empty(*keys.shape[:2], size, keys.shape[3]) for _ in range(2))
+        if past:
+            buffers[0][:, :, :past], buffers[1][:, :, :past] = layer.cache_k, layer.cache_v
+        layer.buffers_kv = buffers
+    buffers[0][:, :, past:end], buffers[1][:, :, past:end] = keys, values
+    layer.cache_k, layer.cache_v = buffers[0][:, :, :end], buffers[1][:, :, :end]
+    return layer.cache_k, layer.cache_v

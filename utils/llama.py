@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .assets import AssetError, fetch
+from .attention import append_to_cache
 from .checks import check_file, check_token_ids, is_int
 from .device import get_device, inference_dtype
 
@@ -158,6 +159,7 @@ class GroupedQueryAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+        self.context_length = cfg["context_length"]  # the most keys the cache will hold
         self.W_query = nn.Linear(cfg["emb_dim"], self.n_heads * self.head_dim, bias=False)
         self.W_key = nn.Linear(cfg["emb_dim"], self.n_kv_heads * self.head_dim, bias=False)
         self.W_value = nn.Linear(cfg["emb_dim"], self.n_kv_heads * self.head_dim, bias=False)
@@ -170,8 +172,8 @@ class GroupedQueryAttention(nn.Module):
         self.reset_cache()
 
     def reset_cache(self):
-        """Forget the cached keys and values."""
-        self.cache_k = self.cache_v = None
+        """Forget the cached keys and values (and free their buffers)."""
+        self.cache_k = self.cache_v = self.buffers_kv = None
 
     def forward(self, x, cos, sin, use_cache=False):
         b, num_tokens, _ = x.shape  # (b, num_tokens, emb_dim)
@@ -182,19 +184,22 @@ class GroupedQueryAttention(nn.Module):
             queries, keys = self.q_norm(queries), self.k_norm(keys)
         queries, keys = apply_rope(queries, cos, sin), apply_rope(keys, cos, sin)  # positions enter here
         if use_cache:
-            if self.cache_k is not None:
-                keys = torch.cat([self.cache_k, keys], dim=2)  # (b, n_kv_heads, num_keys, head_dim)
-                values = torch.cat([self.cache_v, values], dim=2)
-            self.cache_k, self.cache_v = keys, values
-        group = self.n_heads // self.n_kv_heads
-        keys = keys.repeat_interleave(group, dim=1)  # (b, n_heads, num_keys, head_dim)
-        values = values.repeat_interleave(group, dim=1)
+            keys, values = append_to_cache(self, keys, values, self.context_length)  # (b, n_kv_heads, num_keys, head_dim)
         num_keys = keys.shape[2]
-        # query i sits at position num_keys - num_tokens + i and may see keys up to there
-        allowed = torch.ones(num_tokens, num_keys, dtype=torch.bool, device=x.device).tril(num_keys - num_tokens)
-        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed)
+        # query i sits at position num_keys - num_tokens + i and may see keys up to there; each key/value head serves
+        # n_heads // n_kv_heads query heads (enable_gqa: the same as repeat_interleave, without the copies)
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=causal_mask(num_tokens, num_keys, x.device),
+                                                 is_causal=num_tokens == num_keys > 1, enable_gqa=True)
         context = context.transpose(1, 2).reshape(b, num_tokens, self.n_heads * self.head_dim)
         return self.out_proj(context)  # (b, num_tokens, emb_dim)
+
+
+def causal_mask(num_tokens, num_keys, device):
+    """None where no mask is needed (one new token sees every key; a whole sequence uses is_causal), else
+    `(num_tokens, num_keys)`: True where query i (at position num_keys - num_tokens + i) may see key j."""
+    if num_tokens == 1 or num_tokens == num_keys:
+        return None
+    return torch.ones(num_tokens, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_tokens)
 
 
 class LlamaBlock(nn.Module):
@@ -226,6 +231,7 @@ class LlamaModel(nn.Module):
         if cfg["tie_embeddings"]:
             self.out_head.weight = self.tok_emb.weight  # one matrix, used twice
         self.current_pos = 0  # position of the next token when generating with the KV cache
+        self.rope_table = None  # (cos, sin) of positions 0..n-1, built at first use (the model may start on "meta")
 
     def reset_kv_cache(self):
         """Empty every block's KV cache and restart positions at 0."""
@@ -233,13 +239,21 @@ class LlamaModel(nn.Module):
         for block in self.trf_blocks:
             block.att.reset_cache()
 
+    def rope(self, start, end, device):
+        """cos and sin `(end - start, head_dim)` of positions start..end-1, sliced from a table computed once."""
+        if self.rope_table is None or self.rope_table[0].shape[0] < end or self.rope_table[0].device != device:
+            length = min(max(end, 2 * (0 if self.rope_table is None else self.rope_table[0].shape[0]), 1024),
+                         self.cfg["context_length"])
+            self.rope_table = compute_rope_params(self.cfg["head_dim"], self.cfg["rope_base"],
+                                                  torch.arange(length, device=device), self.cfg["rope_scaling"])
+        return self.rope_table[0][start:end], self.rope_table[1][start:end]
+
     def forward(self, in_idx, use_cache=False):
         start = self.current_pos if use_cache else 0
         check_token_ids(in_idx, self.cfg["vocab_size"], self.cfg["context_length"], cached=start)
         end = start + in_idx.shape[1]
         self.current_pos = end if use_cache else self.current_pos
-        positions = torch.arange(start, end, device=in_idx.device)
-        cos, sin = compute_rope_params(self.cfg["head_dim"], self.cfg["rope_base"], positions, self.cfg["rope_scaling"])
+        cos, sin = self.rope(start, end, in_idx.device)  # (num_tokens, head_dim) each
         x = self.tok_emb(in_idx)  # (batch, num_tokens, emb_dim)
         for block in self.trf_blocks:
             x = block(x, cos, sin, use_cache=use_cache)
