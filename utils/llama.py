@@ -473,6 +473,14 @@ class HFTokenizer:
     def encode(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def encode_text(self, text):
+        """Like `encode`, but special-token text (`<|im_end|>`) stays text: what a chat template does with messages."""
+        self.tok.encode_special_tokens = True
+        try:
+            return self.tok.encode(text, add_special_tokens=False).ids
+        finally:
+            self.tok.encode_special_tokens = False
+
     def decode(self, ids):
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
@@ -524,6 +532,10 @@ class Llama3Tokenizer:
     def encode(self, text):
         return self.enc.encode(text, allowed_special="all")
 
+    def encode_text(self, text):
+        """Like `encode`, but special-token text (`<|eot_id|>`) stays text: what a chat template does with messages."""
+        return self.enc.encode(text, disallowed_special=())
+
     def decode(self, ids):
         return self.enc.decode(list(ids))
 
@@ -544,6 +556,25 @@ def _check_messages(messages) -> None:
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its template's default
 
 
+class Special(str):
+    """A control token in a template's output (`<|im_start|>`): encoded by its id, never spelled as text."""
+
+
+def encode_pieces(tokenizer, pieces) -> list[int]:
+    """Token ids of a template's `pieces`: each `Special` by its id, the text between them with `encode_text`, so a
+    message that contains `<|im_end|>` stays text and cannot forge a turn."""
+    ids, text = [], ""
+    for piece in [*pieces, None]:
+        if piece is not None and not isinstance(piece, Special):
+            text += piece
+            continue
+        ids += tokenizer.encode_text(text) if text else []
+        text = ""
+        if piece is not None:
+            ids.append(tokenizer.token_id(piece))
+    return ids
+
+
 class ChatMLTemplate:
     """ChatML turns `<|im_start|>role\\ncontent<|im_end|>\\n` (SmolLM2, Qwen); `system` is added when none is given."""
 
@@ -551,36 +582,55 @@ class ChatMLTemplate:
         self.tokenizer, self.system = tokenizer, system
         self.stop_ids = {tokenizer.token_id("<|im_end|>"), tokenizer.token_id("<|endoftext|>")}
 
-    def turn(self, message) -> str:
-        return f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
+    def turn(self, message) -> list[str]:
+        return [Special("<|im_start|>"), f"{message['role']}\n{message['content']}", Special("<|im_end|>"), "\n"]
 
-    def generation_prompt(self) -> str:
-        return "<|im_start|>assistant\n"
+    def generation_prompt(self) -> list[str]:
+        return [Special("<|im_start|>"), "assistant\n"]
 
-    def encode(self, messages, add_generation_prompt=True):
-        """messages -> token ids, as the model's own Jinja chat template renders them."""
-        _check_messages(messages)
+    def pieces(self, messages, add_generation_prompt=True) -> list[str]:
+        """The template's output: text, and the control tokens as `Special`."""
         if self.system is not None and messages and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.system}, *messages]
-        text = "".join(self.turn(m) for m in messages)
-        return self.tokenizer.encode(text + (self.generation_prompt() if add_generation_prompt else ""))
+        turns = [piece for m in messages for piece in self.turn(m)]
+        return turns + (self.generation_prompt() if add_generation_prompt else [])
+
+    def encode(self, messages, add_generation_prompt=True):
+        """messages -> token ids, as the model's own Jinja chat template renders them (message text stays text)."""
+        _check_messages(messages)
+        return encode_pieces(self.tokenizer, self.pieces(messages, add_generation_prompt))
+
+
+def split_think(content: str) -> tuple[str, str]:
+    """(reasoning, answer) of a Qwen3 answer `<think>reasoning</think>answer`, as Qwen3's template splits it."""
+    if "</think>" not in content:
+        return "", content
+    return (content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n"),
+            content.split("</think>")[-1].lstrip("\n"))
 
 
 class Qwen3ChatTemplate(ChatMLTemplate):
-    """Qwen3's ChatML; with thinking=False an empty <think></think> block opens the answer."""
+    """Qwen3's ChatML, as its official template: earlier answers lose their <think> part; an answer after the last
+    user message keeps it (an empty block when it has none); with thinking=False the prompt opens an empty block."""
 
     def __init__(self, tokenizer, thinking=False):
         super().__init__(tokenizer)
         self.thinking = thinking
 
-    def turn(self, message) -> str:
-        """An earlier answer's <think>...</think> part is dropped, as Qwen3's template does."""
-        if message["role"] == "assistant":
-            message = {**message, "content": message["content"].split("</think>")[-1].lstrip("\n")}
-        return super().turn(message)
+    def pieces(self, messages, add_generation_prompt=True) -> list[str]:
+        last_query = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
+        turns = []
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant":
+                reasoning, content = split_think(m["content"])
+                if i > last_query and (i == len(messages) - 1 or reasoning):
+                    content = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
+                m = {**m, "content": content}
+            turns += self.turn(m)
+        return turns + (self.generation_prompt() if add_generation_prompt else [])
 
-    def generation_prompt(self) -> str:
-        return "<|im_start|>assistant\n" + ("" if self.thinking else "<think>\n\n</think>\n\n")
+    def generation_prompt(self) -> list[str]:
+        return [Special("<|im_start|>"), "assistant\n" + ("" if self.thinking else "<think>\n\n</think>\n\n")]
 
 
 def default_system_message(jinja: str | None) -> str | None:
@@ -601,12 +651,12 @@ class Llama3ChatTemplate:
     def encode(self, messages, add_generation_prompt=True):
         """messages -> token ids (no default system message with dates, unlike Meta's Llama 3.2 template)."""
         _check_messages(messages)
-        text = "<|begin_of_text|>"
-        for m in messages:
-            text += f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
-        if add_generation_prompt:
-            text += "<|start_header_id|>assistant<|end_header_id|>\n\n"
-        return self.tokenizer.encode(text)
+        pieces = [Special("<|begin_of_text|>")]
+        for role, content in [(m["role"], m["content"].strip()) for m in messages] + (
+                [("assistant", None)] if add_generation_prompt else []):
+            pieces += [Special("<|start_header_id|>"), role, Special("<|end_header_id|>"), "\n\n"]
+            pieces += [content, Special("<|eot_id|>")] if content is not None else []
+        return encode_pieces(self.tokenizer, pieces)
 
 
 # ---- one call: name or folder -> (model, chat template) ------------------------------------------------------
