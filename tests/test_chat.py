@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from utils import GPTModel, generate
+from utils import GPTModel, LlamaModel, generate
 from utils.chat import (
     ASSISTANT_HEADER,
     IGNORE_INDEX,
@@ -22,6 +22,8 @@ from utils.chat import (
     conversations_from_instructions,
     fit_history,
     load_conversations,
+    reply_to,
+    score_replies,
     stream_reply,
     stream_text,
 )
@@ -66,17 +68,25 @@ def template():
     return AlpacaChatTemplate(TOKENIZER)
 
 
+TINY_LLAMA = dict(vocab_size=257, context_length=512, emb_dim=32, n_heads=4, n_kv_heads=2, head_dim=8, n_layers=2,
+                  hidden_dim=48, rope_base=10_000.0, rope_scaling=None, qk_norm=False, norm_eps=1e-5,
+                  tie_embeddings=True)
+
+
 def random_model(cfg=TINY):
     torch.manual_seed(123)
-    return GPTModel(cfg).eval()
+    return GPTModel(cfg).eval() if "n_kv_heads" not in cfg else LlamaModel(cfg).eval()
 
 
 # --- the template ---------------------------------------------------------------------------------------------------
 
 
-def test_first_turn_is_chapter_7s_prompt(template):
-    ids = template.encode([user("Name a color.")])
-    assert TOKENIZER.decode(ids) == format_input({"instruction": "Name a color.", "input": ""}) + ASSISTANT_HEADER
+@pytest.mark.parametrize("entry", [{"instruction": "Name a color.", "input": "", "output": "Red."},
+                                   {"instruction": "Sort the words.", "input": "pear, apple", "output": "apple, pear"}])
+def test_first_turn_is_chapter_7s_prompt(template, entry):
+    conversation = conversations_from_instructions([entry], max_turns=1, repeat_share=0.0)[0]
+    ids = template.encode(conversation[:1])
+    assert TOKENIZER.decode(ids) == format_input(entry) + ASSISTANT_HEADER  # '### Input:' included
 
 
 def test_every_assistant_turn_ends_with_the_end_of_turn_token(template):
@@ -103,7 +113,7 @@ def test_a_system_message_replaces_the_preamble(template):
 @pytest.mark.parametrize("messages, says", [
     ([], "non-empty"),
     ([assistant("Hi")], "'assistant' turn where a 'user' turn belongs"),
-    ([user("a"), user("b")], "'user' turn where a 'assistant' turn belongs"),
+    ([user("a"), user("b")], "a 'user' turn where an 'assistant' turn belongs"),
     ([user("a"), {"role": "robot", "content": "x"}], "'role'"),
     ([user("a"), assistant("b")], "last message must be a 'user' turn"),
 ])
@@ -145,7 +155,7 @@ def test_conversations_from_the_instruction_data():
     repeats = [c for c in conversations if c[-2]["content"] == REPEAT_REQUEST]
     assert repeats and all(c[-1]["content"] == c[-3]["content"] for c in repeats)
     assert conversations == conversations_from_instructions(data, max_turns=3, seed=123)  # seeded
-    assert ("Task 1.\n\nx", "Answer 1.") in pairs and ("Task 0.", "Answer 0.") in pairs  # input after the instruction
+    assert ("Task 1.\n\n### Input:\nx", "Answer 1.") in pairs and ("Task 0.", "Answer 0.") in pairs  # chapter 7's header
     ConversationDataset(conversations, AlpacaChatTemplate(TOKENIZER))  # every conversation is well formed
 
 
@@ -164,7 +174,7 @@ def test_a_conversations_file_of_my_own(tmp_path):
 @pytest.mark.parametrize("bad, says", [
     ('{"messages": [{"role": "user", "content": "Hi"}', "line 2: Expecting"),
     (json.dumps({"messages": [user("Hi"), user("Hi again")]}), "line 2: message 1 is a 'user' turn"),
-    (json.dumps({"messages": [user("Hi")]}), "line 2: the last message must be a 'assistant' turn"),
+    (json.dumps({"messages": [user("Hi")]}), "line 2: the last message must be an 'assistant' turn"),
     (json.dumps([user("Hi")]), "line 2: each line must be an object"),
 ])
 def test_a_broken_conversations_file_is_refused_with_the_line_number(tmp_path, bad, says):
@@ -236,7 +246,7 @@ def test_the_kv_cache_gives_the_same_tokens_as_rereading_everything():
 # --- the conversation: history, trimming, bad input -------------------------------------------------------------------
 
 
-def test_every_prompt_rereads_the_whole_history(template):
+def test_every_prompt_holds_the_whole_history(template):
     chat = Chat(random_model(), template, context_size=512, max_new_tokens=8)
     first = chat.reply("First question")
     chat.reply("Second question")
@@ -288,3 +298,92 @@ def test_stop_mid_reply_keeps_what_was_said(template):
 def test_max_new_tokens_must_leave_room_for_the_prompt(template):
     with pytest.raises(ValueError, match="no room for the prompt"):
         Chat(random_model(), template, context_size=64, max_new_tokens=64)
+
+
+# --- the KV cache across turns ----------------------------------------------------------------------------------------
+
+
+def count_reads(model):
+    """A list that gets the number of tokens of every forward call of `model`."""
+    reads = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: reads.append(args[0].shape[1]), with_kwargs=True)
+    return reads
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_LLAMA], ids=["GPTModel", "LlamaModel"])
+def test_a_chat_reads_only_the_new_turn_and_says_the_same(template, cfg):
+    model, twin = random_model(cfg), random_model(cfg)
+    chat = Chat(model, template, context_size=512, max_new_tokens=12)
+    reads = count_reads(model)
+    for text in ["First question", "Second one", "Third"]:
+        before = len(reads)
+        reply = chat.reply(text)
+        prompt = template.encode(chat.messages[:-1])
+        assert reads[before] == chat.cache.last_read  # the first call of a turn reads the prompt, or its new part
+        fresh = list(stream_reply(twin, prompt, template.stop_ids, 12))  # everything read again
+        assert reply == TOKENIZER.decode(fresh)
+    assert chat.cache.last_read < len(prompt) // 2  # turn 3: its own message and template, not the whole history
+    new_turn = template.encode(chat.messages[:-1])[len(template.encode(chat.messages[:-2], False)):]
+    assert chat.cache.last_read >= len(new_turn)
+
+
+def test_the_cache_is_read_again_after_a_trim_or_another_caller(template):
+    model = random_model()
+    notes = []
+    chat = Chat(model, template, context_size=240, max_new_tokens=8, note=notes.append)
+    chat.reply("One two three four five six seven eight nine ten")
+    list(stream_reply(model, template.encode([user("Elsewhere")]), set(), 4))  # another caller empties the cache
+    chat.reply("Again")
+    assert chat.cache.last_read == len(template.encode(chat.messages[:-1]))  # all of it: the cache was not ours
+    for i in range(4):  # the history outgrows 160 - 8 tokens: the oldest turns go, the prompt changes near its start
+        reply = chat.reply(f"Question {i} with a few more words in it")
+    prompt = template.encode(chat.messages[:-1])
+    assert any("oldest" in note for note in notes) and chat.cache.last_read < len(prompt)
+    assert reply == TOKENIZER.decode(list(stream_reply(random_model(), prompt, template.stop_ids, 8)))
+
+
+def test_reply_to_and_scores_use_the_chats_whole_turn_policy(template):
+    model = ScriptedModel(TOKENIZER.encode("Your cat is MISO.") + [EOT])
+    long = [user("x" * 100), assistant("y" * 100), user("My cat is Miso."), assistant("Nice."), user("Cat?")]
+    assert reply_to(model, template, long, context_size=150, max_new_tokens=20) == "Your cat is MISO."
+    right, replies = score_replies(model, template, [long + [assistant("miso")], long + [assistant("Luna")]], 150, 20)
+    assert right == [True, False] and replies == ["Your cat is MISO."] * 2
+
+
+# --- the real SmolLM2 and its ChatML template (skipped where it cannot be fetched) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(model, template) of SmolLM2-135M-Instruct, float32 on the CPU."""
+    from utils import fetch, load_pretrained
+    from utils.assets import AssetUnavailable
+
+    try:
+        path = fetch("smollm2-135m")
+    except AssetUnavailable as exc:
+        pytest.skip(f"SmolLM2 could not be fetched: {str(exc).splitlines()[-1][:200]}")
+    return load_pretrained(path, device="cpu", dtype=torch.float32)
+
+
+def test_chatml_conversations_learn_only_the_assistant_turns(smollm2):
+    model, template = smollm2
+    messages = [user("Hi"), assistant("Hello! 🙂"), user("Bye"), assistant("Goodbye.")]
+    ids, labels = assistant_token_ids(template, messages)
+    learned = template.tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+    assert learned == "Hello! 🙂<|im_end|>\nGoodbye.<|im_end|>\n"
+    pad_id = template.tokenizer.token_id("<|endoftext|>")
+    inputs, targets = chat_collate_fn([(ids, labels), (ids[:12], labels[:12])], pad_token_id=pad_id)
+    assert pad_id == 0 and inputs.max() < model.cfg["vocab_size"]  # GPT-2's 50256 would be outside the vocabulary
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+    assert torch.isfinite(loss)
+
+
+def test_smollm2_recalls_across_turns_with_the_kept_cache(smollm2):
+    model, template = smollm2
+    chat = Chat(model, template, context_size=1024, max_new_tokens=20)
+    chat.reply("My name is Ada.")
+    answer = chat.reply("What is the capital of France?")
+    assert "Paris" in answer
+    assert chat.cache.last_read < len(template.encode(chat.messages[:-1])) // 2  # only the new turn was read

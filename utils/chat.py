@@ -24,6 +24,7 @@ PREAMBLE = (  # chapter 7's: the first turn of a conversation is exactly chapter
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
 USER_HEADER, ASSISTANT_HEADER = "\n\n### Instruction:\n", "\n\n### Response:\n"
+INPUT_HEADER = "\n\n### Input:\n"  # chapter 7's: an entry's input follows its instruction under this header
 IGNORE_INDEX = -100  # cross_entropy skips these targets (chapter 7)
 REPEAT_REQUEST = "Say that again."  # a follow-up only a model that reads the history can answer
 ROLES = ("system", "user", "assistant")
@@ -36,6 +37,11 @@ CHECKPOINT_HELP = {  # which chapter writes which checkpoint
     "ch07_instruction_model.pth": "chapter 7 (notebooks/07_instruction_finetuning.ipynb) writes it",
     "ch09_chat_model.pth": "chapter 9 (notebooks/09_chat.ipynb) writes it",
 }
+
+
+def article(role: str) -> str:
+    """"a 'user'", "an 'assistant'": a role named with its article."""
+    return ("an " if role[:1] in "aeio" else "a ") + repr(role)  # "a user": the u sounds like "you"
 
 
 def check_messages(messages, *, generation: bool) -> None:
@@ -52,12 +58,12 @@ def check_messages(messages, *, generation: bool) -> None:
         if role == "system" and i == 0:
             continue
         if role != expected:
-            raise ValueError(f"message {i} is a {role!r} turn where a {expected!r} turn belongs: a conversation is an "
+            raise ValueError(f"message {i} is {article(role)} turn where {article(expected)} turn belongs: a conversation is an "
                              "optional system message, then user and assistant turns in turn, starting with the user")
         expected = "assistant" if role == "user" else "user"
     last = "user" if generation else "assistant"
     if messages[-1]["role"] != last:
-        raise ValueError(f"the last message must be a {last!r} turn, got {messages[-1]['role']!r}"
+        raise ValueError(f"the last message must be {article(last)} turn, got {messages[-1]['role']!r}"
                          + ("" if generation else ": a conversation to learn from needs an assistant turn at the end"))
 
 
@@ -101,10 +107,12 @@ def check_template(template) -> None:
 
 def conversations_from_instructions(data, max_turns=3, repeat_share=0.25, seed=123) -> list[list[dict]]:
     """Chapter 7's entries grouped into conversations of 1 to `max_turns` user/assistant turns (seeded); a share
-    `repeat_share` of them ends with the user asking "Say that again." and the assistant repeating its last answer."""
+    `repeat_share` of them ends with the user asking "Say that again." and the assistant repeating its last answer.
+    An entry's input follows its instruction under chapter 7's '### Input:' header, so a one-turn conversation is
+    chapter 7's prompt."""
     check_int(max_turns, "max_turns")
     rng = random.Random(seed)
-    turns = [[{"role": "user", "content": e["instruction"] + (f"\n\n{e['input']}" if e.get("input") else "")},
+    turns = [[{"role": "user", "content": e["instruction"] + (INPUT_HEADER + e["input"] if e.get("input") else "")},
               {"role": "assistant", "content": e["output"]}] for e in data]
     conversations, start = [], 0
     while start < len(turns):
@@ -188,26 +196,73 @@ def chat_collate_fn(batch, pad_token_id=END_OF_TEXT_ID, ignore_index=IGNORE_INDE
 # --- generation: token by token with the KV cache ------------------------------------------------------------------
 
 
-def stream_reply(model, prompt_ids, stop_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, stop=None):
-    """Yield the reply's token ids one at a time: the prompt `(num_tokens,)` is read once into the KV cache, then
-    each step feeds only the new token. Ends at a stop id (not yielded), after `max_new_tokens`, or when `stop`
-    (a threading.Event) is set."""
-    device = next(model.parameters()).device
+class KVCache:
+    """The token ids a model's KV cache holds, so that the next prompt feeds only what follows the longest prefix
+    already read (`Chat` keeps one across turns). `last_read`: how many ids the last `read` fed."""
+
+    def __init__(self, model):
+        self.model, self.ids, self.mark, self.last_read = model, [], None, 0
+        self.layers = [m for m in model.modules() if hasattr(m, "cache_k")]  # GPTModel's and LlamaModel's attention
+
+    def holds(self) -> bool:
+        """Whether the model's cache is still the one this object filled (no other call reset or extended it)."""
+        return bool(self.ids) and bool(self.layers) and self.layers[-1].cache_k is self.mark
+
+    def read(self, ids) -> torch.Tensor:
+        """Next-token logits `(1, vocab_size)` after `ids`: the cache is cut back to the longest prefix of `ids` it
+        holds (at most all but the last id), and only the rest is fed."""
+        keep, limit = 0, min(len(self.ids), len(ids) - 1) if self.holds() else 0
+        while keep < limit and self.ids[keep] == ids[keep]:
+            keep += 1
+        if keep == 0:
+            self.model.reset_kv_cache()
+        elif keep < len(self.ids):
+            self.cut(keep)
+        self.ids, self.last_read = self.ids[:keep], len(ids) - keep
+        return self.feed(ids[keep:])
+
+    def cut(self, keep: int) -> None:
+        """Keep the first `keep` positions of every layer's keys and values `(batch, n_kv_heads, keep, head_dim)`."""
+        for layer in self.layers:
+            layer.cache_k, layer.cache_v = layer.cache_k[:, :, :keep], layer.cache_v[:, :, :keep]
+            if hasattr(layer, "cache_pos"):  # GPTModel's attention counts positions itself
+                layer.cache_pos = keep
+        self.model.current_pos = keep
+
+    def feed(self, new_ids) -> torch.Tensor:
+        """Next-token logits `(1, vocab_size)` after feeding `new_ids` on top of the cache."""
+        idx = torch.tensor([list(new_ids)], device=next(self.model.parameters()).device)  # (1, num_new)
+        logits = self.model(idx, use_cache=True)[:, -1, :]  # (1, vocab_size)
+        self.ids += list(new_ids)
+        self.mark = self.layers[-1].cache_k if self.layers else None
+        return logits
+
+
+def stream_reply(model, prompt_ids, stop_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, stop=None,
+                 cache=None):
+    """Yield the reply's token ids one at a time: the prompt `(num_tokens,)` is read into the KV cache, then each
+    step feeds only the new token. Ends at a stop id (not yielded), after `max_new_tokens`, or when `stop` (a
+    threading.Event) is set. `cache`: a KVCache kept from earlier calls (only the prompt past what it holds is read);
+    None: a fresh cache, emptied at the end."""
     model.eval()
-    model.reset_kv_cache()
-    idx = torch.tensor([list(prompt_ids)], device=device)  # (1, num_tokens)
+    own = cache is None
+    cache = KVCache(model) if own else cache
     try:
-        for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = cache.read(list(prompt_ids))  # (1, vocab_size): the first token's scores
+        for step in range(max_new_tokens):
             if stop is not None and stop.is_set():
                 return
-            with torch.no_grad():
-                logits = model(idx, use_cache=True)[:, -1, :]  # (1, vocab_size): the next token's scores
-            idx = sample_next_token(logits, temperature, top_k, top_p)  # (1, 1): all the cache needs next
-            if idx.item() in stop_ids:
+            next_id = sample_next_token(logits, temperature, top_k, top_p).item()
+            if next_id in stop_ids:
                 return
-            yield idx.item()
+            yield next_id
+            if step + 1 < max_new_tokens:
+                with torch.no_grad():
+                    logits = cache.feed([next_id])  # only the new token is read
     finally:
-        model.reset_kv_cache()
+        if own:
+            model.reset_kv_cache()
 
 
 def stream_text(token_ids, tokenizer):
@@ -237,8 +292,9 @@ def fit_history(template, messages, budget) -> tuple[list[dict], int]:
 
 
 class Chat:
-    """A conversation with `model` through `template`: the whole history is re-read for every reply, trimmed to fit
-    `context_size - max_new_tokens` tokens, and the reply streams as text (`send`). `note` gets what the user is told."""
+    """A conversation with `model` through `template`: every reply is generated from the whole history, trimmed to fit
+    `context_size - max_new_tokens` tokens, and streams as text (`send`). The KV cache is kept across turns, so only
+    what is new since the last reply is read (all of it again after a trim). `note` gets what the user is told."""
 
     def __init__(self, model, template, context_size, max_new_tokens=100, temperature=0.0, top_k=None, top_p=None,
                  system=None, note=print):
@@ -256,7 +312,7 @@ class Chat:
     def reset(self):
         """Start a new conversation (only the system message, if any, stays)."""
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
-        self.last_prompt = ""
+        self.last_prompt, self.cache = "", KVCache(self.model)
 
     def _cut_to_fit(self, text: str) -> str:
         """`text`, cut to the tokens a prompt of this message alone leaves room for (with a note)."""
@@ -287,7 +343,7 @@ class Chat:
         reply = []
         try:
             ids = stream_reply(self.model, prompt_ids, self.template.stop_ids, self.max_new_tokens, stop=stop,
-                               **self.sampling)
+                               cache=self.cache, **self.sampling)
             for piece in stream_text(ids, self.template.tokenizer):
                 reply.append(piece)
                 yield piece
@@ -297,6 +353,20 @@ class Chat:
     def reply(self, text: str) -> str:
         """The whole reply to `text` at once (`send` without streaming)."""
         return "".join(self.send(text))
+
+
+def reply_to(model, template, messages, context_size, max_new_tokens=100) -> str:
+    """The model's greedy reply to `messages` (ending with a user turn), the oldest turns dropped to fit as in `Chat`."""
+    chat = Chat(model, template, context_size, max_new_tokens, note=lambda _: None)
+    chat.messages = list(messages[:-1])
+    return chat.reply(messages[-1]["content"])
+
+
+def score_replies(model, template, conversations, context_size, max_new_tokens=40) -> tuple[list[bool], list[str]]:
+    """(right, replies): the reply to each conversation without its last turn, right when it contains that last
+    (assistant) turn, the fact to recall, in any case."""
+    replies = [reply_to(model, template, c[:-1], context_size, max_new_tokens) for c in conversations]
+    return [c[-1]["content"].lower() in r.lower() for c, r in zip(conversations, replies)], replies
 
 
 # --- models: a checkpoint, the fallback chain, utils.llama's pretrained models ----------------------------------------
@@ -350,7 +420,9 @@ def llama_from_checkpoint(path, payload, device="cpu"):
         raise ValueError(f"{path} was trained on a model of another shape than {payload['base_model']}: "
                          f"its config is {payload['config']}")
     if payload.get("lora"):
+        base = next(model.parameters())
         replace_linear_with_lora(model, payload["lora"]["rank"], payload["lora"]["alpha"])
+        model.to(base.device, base.dtype)  # the new LoRA tensors where the base model is, in its dtype
     own = model.state_dict()
     wrong = [k for k, v in payload["model_state_dict"].items() if k not in own or own[k].shape != v.shape]
     if wrong or (not payload.get("lora") and own.keys() != payload["model_state_dict"].keys()):
