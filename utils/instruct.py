@@ -44,9 +44,14 @@ def check_entries(data) -> None:
             raise ValueError(f"entry {i} holds the text {END_OF_TEXT}, GPT-2's end-of-text token, which its tokenizer refuses inside a text (and which ends every response): remove it from that entry")
 
 
-def load_instruction_data(path) -> list[dict]:
-    """Read the instruction JSON (a list of {'instruction', 'input', 'output'} dicts) and check every entry."""
-    raw = check_file(path, "instruction data file", "fetch('instruction-data') downloads the book's").read_bytes()
+def read_json_list(path, asset: str, what: str = "instruction data file") -> list:
+    """The JSON list in the UTF-8 file `path`; ValueError naming the line of a broken file, or saying it is empty.
+
+    `asset`: the name `fetch` downloads the book's file by, for the hint.
+    """
+    raw = check_file(path, what, f"fetch({asset!r}) downloads the book's").read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{path} is empty: delete it and fetch({asset!r}) again, or write a JSON list of entries")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,10 +62,16 @@ def load_instruction_data(path) -> list[dict]:
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}): fix that line, or delete "
-            "the file and fetch('instruction-data') again"
+            f"the file and fetch({asset!r}) again"
         ) from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
+    return data
+
+
+def load_instruction_data(path) -> list[dict]:
+    """Read the instruction JSON (a list of {'instruction', 'input', 'output'} dicts) and check every entry."""
+    data = read_json_list(path, "instruction-data")
     try:
         check_entries(data)
     except ValueError as exc:
