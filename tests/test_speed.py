@@ -74,6 +74,8 @@ def test_the_one_line_says_what_off_would_change(capsys):
     fast_setting(False, "cpu")
     out = capsys.readouterr().out.strip()
     assert out.count("\n") == 0 and "FAST = False" in out and "FAST = True would use" in out
+    assert "float32 and plain AdamW, as the book trains" in out  # what the notebook then does
+    assert "fused attention" not in out  # utils' GPTModel uses it in both settings: not a FAST change
 
 
 def test_model_config_turns_on_the_fused_attention_only_when_on():

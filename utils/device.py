@@ -1,8 +1,11 @@
 """Where the notebooks compute, and what that device does fast: one helper for every chapter.
 
-`get_device()` picks cuda > mps > cpu (or `$LLM_DEVICE`); `bf16_support(device)` says whether bfloat16 runs
-on fast hardware there, and why, so a fast setting (05c), the Llama/Qwen loader (08) and the chat (09) choose alike.
-`fast_setting(FAST, device)` is the fast setting of every chapter that trains: what it uses, said in one line.
+`get_device()` picks cuda > mps > cpu (or `$LLM_DEVICE`); `bf16_support(device)` says whether bfloat16 runs on
+bfloat16 hardware there, and why: 05c's ladder runs its bfloat16 rung wherever it says yes (AVX-512 BF16 CPUs too).
+`fast_setting(FAST, device)` is the FAST line of the training chapters (05, 05b, 06, 07, 09, D, E), printed in one
+line: bfloat16 autocast only on CUDA with bfloat16, MPS and CPUs with AMX. `inference_dtype(device)` is the dtype
+`load_pretrained` loads in by default (chapter 8; 10 likewise): bfloat16 on those same devices, else float32.
+Chapter 9 loads in float32 (it trains the model) and follows its FAST line.
 """
 
 from __future__ import annotations
@@ -111,12 +114,14 @@ def fast_setting(enabled: bool, device=None, *, bf16: bool | None = None) -> Fas
     use_bf16 = enabled and (has_bf16 if bf16 is None else bf16)
     fused = enabled and device.type in FUSED_ADAMW_DEVICES
     if not enabled:
-        message = (f"FAST = False: the book's path (float32, plain AdamW) on {device.type}; FAST = True would use "
-                   f"{'bfloat16 autocast' if has_bf16 else 'float32'} ({why}), fused AdamW and fused attention")
+        message = (f"FAST = False on {device.type}: float32 and plain AdamW, as the book trains (attention: utils' "
+                   f"fused path either way, same results); FAST = True would use "
+                   f"{'bfloat16 autocast' if has_bf16 else 'float32'} ({why}), fused AdamW, and in chapter 7 "
+                   "length-grouped batches")
     else:
         precision = "bfloat16 autocast" if use_bf16 else "float32"
         why = "forced" if bf16 is not None else why
         message = (f"FAST = True on {device.type}: {precision} ({why}), {'fused' if fused else 'plain'} AdamW, "
-                   "fused attention (scaled_dot_product_attention), length-grouped batches where a chapter pads")
+                   "in chapter 7 length-grouped batches (attention: utils' fused path, as with FAST = False)")
     print(message)
     return FastSetting(enabled, device, use_bf16, fused, enabled, enabled, message)
