@@ -4,7 +4,7 @@
 bfloat16 hardware there, and why: 05c's ladder runs its bfloat16 rung wherever it says yes (AVX-512 BF16 CPUs too).
 `fast_setting(FAST, device)` is the FAST line of the training chapters (05, 05b, 06, 07, 09, D, E), printed in one
 line: bfloat16 autocast only on CUDA with bfloat16, MPS and CPUs with AMX. `inference_dtype(device)` is the dtype
-`load_pretrained` loads in by default (chapter 8; 10 likewise): bfloat16 on those same devices, else float32.
+`load_pretrained` loads in by default (chapter 8): bfloat16 on those same devices, else float32.
 Chapter 9 loads in float32 (it trains the model) and follows its FAST line.
 """
 
