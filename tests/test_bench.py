@@ -72,7 +72,8 @@ TRAIN_SPEC.loader.exec_module(train_speed)
 
 
 def test_train_speed_ladder_tiny(capsys):
-    """Every rung but torch.compile (its compile takes a minute) on a tiny model; inapplicable rungs are skipped."""
+    """Every rung but torch.compile (its compile takes a minute) on a tiny model, each beside the rung it changes;
+    inapplicable rungs are skipped."""
     from utils.speed import ladder
 
     torch.manual_seed(0)
@@ -87,6 +88,38 @@ def test_train_speed_ladder_tiny(capsys):
         if "skipped" not in row:
             assert not row["rung"].tf32  # a skipped rung is not built upon
             assert row["tokens_per_s"] > 0 and row["loss"] == row["loss"]  # positive, not NaN
+            assert row["state_bytes"] > 0 and row["activation_bytes"] > 0
+    by_name = {row["rung"].name: row for row in res["rows"]}
+    big, accumulated = by_name["+ batch 4"], by_name["batch 2 x 2 accumulated"]
+    assert accumulated["rung"].after == "+ batch 4"  # each change against the rung it changes
+    assert accumulated["activation_bytes"] < big["activation_bytes"]  # the same step in less memory
+    assert abs(accumulated["loss"] - big["loss"]) < 1e-2  # ... and the same training (up to bfloat16 rounding)
     train_speed.report(res)
     out = capsys.readouterr().out
-    assert "| rung |" in out and out.strip().splitlines()[-1].startswith("end to end: the fast setting trains")
+    assert "| rung | x the rung before" in out and "skipped: TF32" in out
+
+
+def test_train_speed_headline_stops_and_says_so(capsys, monkeypatch):
+    """The headline pairs stop once the ratios agree, or at the limit with "no headline" and the spread."""
+    torch.manual_seed(0)
+    windows = torch.randint(0, 100, (8, 17))
+    monkeypatch.setattr(train_speed, "MAX_PAIRS", 6)
+    head = train_speed.headline(TINY, windows, "cpu", log=lambda *a: None)
+    assert train_speed.MIN_PAIRS <= len(head["ratios"]) <= 6 and all(r > 0 for r in head["ratios"])
+    assert head["agreed"] == train_speed.agreed(head["ratios"])
+    train_speed.report({"headline": head})
+    assert capsys.readouterr().out.splitlines()[-1].startswith("headline:" if head["agreed"] else "no headline:")
+    assert train_speed.agreed([1.30, 1.31, 1.29, 1.30]) and not train_speed.agreed([1.3, 1.3, 1.3])
+    assert not train_speed.agreed([0.5, 2.2, 1.3, 0.9])  # a shared machine's noise: no headline
+    train_speed.report({"headline": {"ratios": [0.5, 2.2, 1.3, 0.9], "agreed": False}})
+    assert "no headline" in capsys.readouterr().out
+
+
+def test_train_speed_sets_up_offline_data(monkeypatch):
+    """The Verdict and GPT-2's tokenizer come through tools.offline, as in every bench script."""
+    import tools.offline
+
+    calls = []
+    monkeypatch.setattr(tools.offline, "use_shared_data", lambda: calls.append(1))
+    train_windows, val_windows = train_speed.chapter5_windows(256)
+    assert calls and train_windows.shape[1] == val_windows.shape[1] == 257

@@ -1,18 +1,23 @@
 """Training speed, one change at a time: the ladder of notebook 05c and bench/train_speed.py.
 
 Each `Rung` is the rung before plus one change (the book's bonus on training speed, adapted to the device found):
-fused AdamW, fused attention, TF32 tensor cores (CUDA), bfloat16 autocast, a vocabulary padded to 50,304, torch.compile,
-a bigger batch, and gradient accumulation (the bigger batch's step on the small batch's memory).
+fused AdamW, fused attention, TF32 tensor cores (CUDA), bfloat16 autocast, a vocabulary padded to 50,304, a bigger
+batch, gradient accumulation (the bigger batch's step in the small batch's memory), torch.compile. `Rung.after` names
+the rung it changes, and each is timed side by side with that one. `memory_bytes` counts what a step holds.
 `time_alternating` is the one timing loop of the bench scripts: calls alternate, so machine noise hits every side.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import itertools
 import logging
+import os
+import shutil
 import statistics
+import tempfile
 import time
 
 import torch
@@ -37,23 +42,24 @@ class Rung:
     compile: bool = False
     batch_size: int = 2
     accumulation: int = 1
+    after: str | None = None  # the name of the rung this one changes (None: the book's setting)
 
 
 def ladder(device, base_batch: int = 2, big_batch: int = 8) -> list[Rung]:
-    """The rungs in order, each adding one change to the last rung that applies on `device`; the batch rungs reach
-    `big_batch` windows a step (directly, then by accumulation); torch.compile last, on the rung before them."""
+    """The rungs in order, each one change to the last rung that applies on `device` (named in `after`): then
+    `big_batch` windows a step, the same step as `big_batch // base_batch` accumulated micro-batches, torch.compile."""
     rungs = [Rung("book: float32, book's attention, plain AdamW", batch_size=base_batch)]
     steps = [("+ fused AdamW", {"fused_adamw": True}), ("+ fused attention (SDPA)", {"fused_attention": True}),
              ("+ TF32 tensor cores", {"tf32": True}), ("+ bfloat16 autocast", {"bf16": True}),
-             ("+ vocabulary padded to 50,304", {"pad_vocab": True})]
+             ("+ vocabulary padded to 50,304", {"pad_vocab": True}), (f"+ batch {big_batch}", {"batch_size": big_batch}),
+             (f"batch {base_batch} x {big_batch // base_batch} accumulated",
+              {"batch_size": base_batch, "accumulation": big_batch // base_batch}),
+             ("+ torch.compile", {"compile": True})]
     last = rungs[0]
     for name, change in steps:
-        rungs.append(dataclasses.replace(last, name=name, **change))
+        rungs.append(dataclasses.replace(last, name=name, after=last.name, **change))
         last = rungs[-1] if applies(rungs[-1], device)[0] else last
-    return rungs + [dataclasses.replace(last, name=f"+ batch {big_batch}", batch_size=big_batch),
-                    dataclasses.replace(last, name=f"batch {base_batch} x {big_batch // base_batch} accumulated",
-                                        accumulation=big_batch // base_batch),
-                    dataclasses.replace(last, name="+ torch.compile (warm-up counted)", compile=True)]
+    return rungs
 
 
 def applies(rung: Rung, device) -> tuple[bool, str]:
@@ -128,6 +134,33 @@ def time_alternating(fns: dict, rounds: int, warmup: int = 1, between=None) -> d
     return times
 
 
+def memory_bytes(rung: Rung, model, windows: torch.Tensor, device) -> tuple[int, int]:
+    """(training state, saved activations) of one step of `rung`, in bytes: weights, gradients and AdamW's two moments
+    (4 float32 copies), and every tensor autograd keeps for the backward pass of one micro-batch (eager, counted once)."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:  # bfloat16 copies of the weights (autocast) count; the weights do not
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    inputs, targets = next(micro_batches(windows, rung, 0))
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), precision(rung, device):
+        calc_loss_batch(inputs, targets, model, device)  # forward only: the graph is dropped unused
+    return 4 * sum(p.numel() * p.element_size() for p in model.parameters()), sum(saved.values())
+
+
+def use_empty_compile_cache() -> str:
+    """Point torch.compile's on-disk cache (TORCHINDUCTOR_CACHE_DIR) at a new empty folder, removed at exit, so the
+    next compile in this process is cold; returns the folder."""
+    folder = tempfile.mkdtemp(prefix="torchinductor-")
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return folder
+
+
 def tokens_per_second(rung: Rung, num_tokens: int, seconds: list[float]) -> float:
     """Training tokens a second of `rung`, from the median of its step times."""
     return rung.batch_size * rung.accumulation * num_tokens / statistics.median(seconds)
@@ -154,10 +187,12 @@ def eval_loss(rung: Rung, model, val_windows: torch.Tensor, device) -> float:
 def measure(rungs, cfg: dict, windows: torch.Tensor, val_windows: torch.Tensor, steps: int, device,
             warmup: int = 1) -> list[dict]:
     """Train a fresh model per rung over the same `warmup + steps` steps, the rungs' steps alternating; per rung
-    its tokens/s (timed steps), warm-up seconds (torch.compile compiles then) and validation loss afterwards."""
-    models, fns = {}, {}
+    its tokens/s (timed steps), warm-up seconds (torch.compile compiles then), validation loss afterwards and
+    `memory_bytes` (counted before training)."""
+    models, fns, memory = {}, {}, {}
     for rung in rungs:
         model, optimizer = build(rung, cfg, device)
+        memory[rung.name] = memory_bytes(rung, model, windows, device)
         if rung.compile:  # the model's input check (a .item()) is a graph break: expected, not worth a warning
             torch._logging.set_logs(dynamo=logging.ERROR)
         trained = torch.compile(model) if rung.compile else model
@@ -168,5 +203,5 @@ def measure(rungs, cfg: dict, windows: torch.Tensor, val_windows: torch.Tensor, 
     times = time_alternating(fns, steps, warmup)
     num_tokens = windows.shape[1] - 1
     return [{"rung": r, "tokens_per_s": tokens_per_second(r, num_tokens, times[r.name]), "seconds": times[r.name],
-             "warmup_s": sum(times["warmup:" + r.name]), "loss": eval_loss(r, models[r.name], val_windows, device)}
-            for r in rungs]
+             "warmup_s": sum(times["warmup:" + r.name]), "loss": eval_loss(r, models[r.name], val_windows, device),
+             "state_bytes": memory[r.name][0], "activation_bytes": memory[r.name][1]} for r in rungs]
