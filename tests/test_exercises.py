@@ -532,6 +532,31 @@ def answers_9_3():
     return 3, [5, 4, 0]
 
 
+def answers_10_1():  # z = (-1.2 + 2.0) - (-1.5 + 1.8) = 0.5; loss = log(1 + exp(-0.1 * 0.5))
+    return math.log(1 + math.exp(-0.05)), [math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(0.05)), 0.6931, "0.67"]
+
+
+def answers_10_2():
+    z = math.log(math.exp(-0.5) / (1 - math.exp(-0.5)))  # beta * margin at a loss of 0.5
+    return (z / 0.1, z / 0.5), [(z / 0.5, z / 0.1), (z, z), (z / 0.1,), 4.33]
+
+
+def answers_10_3():
+    def summed(logits, labels, selection_mask):
+        log_probs = torch.log_softmax(logits[:, :-1, :], dim=-1)
+        selected = torch.gather(log_probs, -1, labels[:, 1:].unsqueeze(-1)).squeeze(-1)
+        return (selected * selection_mask[:, 1:]).sum(-1)
+
+    def mean(logits, labels, selection_mask):
+        return summed(logits, labels, selection_mask) / selection_mask[:, 1:].sum(-1)
+
+    def unshifted(logits, labels, selection_mask):
+        selected = torch.gather(torch.log_softmax(logits, -1), -1, labels.unsqueeze(-1)).squeeze(-1)
+        return (selected * selection_mask).sum(-1)
+
+    return summed, [mean, unshifted, lambda *args: None, "summed"]
+
+
 ANSWERS = {_exercise_id(name): f for name, f in dict(globals()).items() if name.startswith("answers_")}
 
 

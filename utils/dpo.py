@@ -281,3 +281,37 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
             print(reply_to(policy_model, tokenizer, messages, model_context_length(policy_model), max_new_tokens))
             policy_model.train()
     return tracking
+
+
+# --- the figure -----------------------------------------------------------------------------------------------------
+
+
+def plot_dpo_tracking(tracking, eval_freq):
+    """Four panels over the training steps: DPO loss, reward margin, reward accuracy, and the policy's mean
+    log-probabilities of the chosen and rejected answers; training and validation in each. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    steps = [i * eval_freq for i in range(len(tracking["train_losses"]))]
+    margins = {s: [c - r for c, r in zip(tracking[f"{s}_chosen_rewards"], tracking[f"{s}_rejected_rewards"])]
+               for s in ("train", "val")}
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex=True)
+    for (ax, title), values in zip(
+            [(axes[0, 0], "DPO loss"), (axes[0, 1], "reward margin"), (axes[1, 0], "reward accuracy")],
+            [{s: tracking[f"{s}_losses"] for s in ("train", "val")}, margins,
+             {s: tracking[f"{s}_reward_accuracies"] for s in ("train", "val")}]):
+        ax.plot(steps, values["train"], label="training")
+        ax.plot(steps, values["val"], linestyle="-.", label="validation")
+        ax.set_title(title)
+    axes[0, 0].axhline(0.6931, color="gray", linestyle=":", linewidth=1, label="ln 2")
+    axes[1, 0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax = axes[1, 1]
+    for key, color in (("chosen", "tab:green"), ("rejected", "tab:red")):
+        ax.plot(steps, tracking[f"train_{key}_logprobs"], color=color, label=f"{key} (training)")
+        ax.plot(steps, tracking[f"val_{key}_logprobs"], color=color, linestyle="-.", label=f"{key} (validation)")
+    ax.set_title("mean log-probability under the policy")
+    for ax in axes.flat:
+        ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
