@@ -123,3 +123,20 @@ def test_train_speed_sets_up_offline_data(monkeypatch):
     monkeypatch.setattr(tools.offline, "use_shared_data", lambda: calls.append(1))
     train_windows, val_windows = train_speed.chapter5_windows(256)
     assert calls and train_windows.shape[1] == val_windows.shape[1] == 257
+
+
+def test_memory_bytes_keeps_no_model_alive():
+    """Counting the saved activations must not keep the graph (and so the model) alive: a 124M pair would not fit."""
+    import gc
+    import weakref
+
+    from utils.speed import build, ladder, memory_bytes
+
+    rung = ladder("cpu")[2]
+    model, optimizer = build(rung, TINY, "cpu")
+    state, activations = memory_bytes(rung, model, torch.randint(0, 100, (4, 17)), "cpu")
+    assert state == 4 * sum(p.numel() * 4 for p in model.parameters()) and activations > 0
+    alive = weakref.ref(model)
+    del model, optimizer
+    gc.collect()
+    assert alive() is None

@@ -144,7 +144,7 @@ def memory_bytes(rung: Rung, model, windows: torch.Tensor, device) -> tuple[int,
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in weights:  # bfloat16 copies of the weights (autocast) count; the weights do not
             saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        return tensor.detach()  # keeps the storage (each counted once) without a cycle through the graph: no leak
 
     inputs, targets = next(micro_batches(windows, rung, 0))
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), precision(rung, device):
