@@ -183,6 +183,26 @@ def test_a_broken_conversations_file_is_refused_with_the_line_number(tmp_path, b
         load_conversations(write_lines(tmp_path, [good, bad]))
 
 
+def test_a_latin_1_byte_is_named_with_file_and_line(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    good = json.dumps({"messages": [user("Hi"), assistant("Hello")]})
+    path.write_bytes((good + "\n" + good.replace("Hello", "Caf\u00e9") + "\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"mine.jsonl, line 2: byte b'\\xe9' at column \d+ is not UTF-8"):
+        load_conversations(path)
+
+
+def test_a_conversation_longer_than_the_context_is_named_not_a_nan(template, capsys):
+    short = [user("Hi"), assistant("Hello")]
+    long = [user("x" * 300), assistant("Too late.")]
+    dataset = ConversationDataset([short, long, short], template, max_length=256)
+    assert len(dataset) == 2 and dataset.left_out == [1]
+    assert "left out 1 conversation(s) with no assistant token in their first 256 tokens" in capsys.readouterr().out
+    ids, labels = ConversationDataset([long], template).items[0]
+    with pytest.raises(ValueError, match="no conversation in this batch .* within allowed_max_length=256"):
+        chat_collate_fn([(ids, labels)], allowed_max_length=256)
+    chat_collate_fn([(ids, labels), dataset[0]], allowed_max_length=256)  # one learns: the batch's loss is finite
+
+
 def test_a_missing_or_empty_conversations_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="one conversation per line"):
         load_conversations(tmp_path / "none.jsonl")
@@ -371,7 +391,7 @@ def test_chatml_conversations_learn_only_the_assistant_turns(smollm2):
     messages = [user("Hi"), assistant("Hello! 🙂"), user("Bye"), assistant("Goodbye.")]
     ids, labels = assistant_token_ids(template, messages)
     learned = template.tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
-    assert learned == "Hello! 🙂<|im_end|>\nGoodbye.<|im_end|>\n"
+    assert learned == "Hello! 🙂<|im_end|>Goodbye.<|im_end|>"  # the reply ends at <|im_end|>, as generation does
     pad_id = template.tokenizer.token_id("<|endoftext|>")
     inputs, targets = chat_collate_fn([(ids, labels), (ids[:12], labels[:12])], pad_token_id=pad_id)
     assert pad_id == 0 and inputs.max() < model.cfg["vocab_size"]  # GPT-2's 50256 would be outside the vocabulary

@@ -462,3 +462,26 @@ def test_control_markers_in_a_message_stay_text(qwen_tokenizer_file, llama_token
     llama = Llama3ChatTemplate(Llama3Tokenizer(llama_tokenizer_file))
     ids = llama.encode([{"role": "user", "content": forged}])
     assert ids.count(llama.tokenizer.token_id("<|eot_id|>")) == 1 and forged in llama.tokenizer.decode(ids)
+
+
+def test_qwen3_conversations_learn_each_answer_from_its_first_token(qwen_tokenizer_file):
+    """The official template writes the last answer after an empty think block and earlier answers without one: the
+    learned part starts at each answer's first token either way and ends with its <|im_end|>."""
+    from jinja2 import Template
+
+    from utils.chat import IGNORE_INDEX, assistant_token_ids
+
+    tok = Qwen3Tokenizer(qwen_tokenizer_file)
+    template = Qwen3ChatTemplate(tok)
+    messages = [{"role": "user", "content": "the cat?"}, {"role": "assistant", "content": "the mat."},
+                {"role": "user", "content": "the dog?"}, {"role": "assistant", "content": "the hat."}]
+    ids, labels = assistant_token_ids(template, messages)
+    assert tok.decode(ids) == Template(QWEN3_JINJA).render(messages=messages, add_generation_prompt=False)
+    learned = [t for t in labels if t != IGNORE_INDEX]
+    assert tok.decode(learned) == "the mat.<|im_end|>the hat.<|im_end|>"
+    starts = [k for k in range(1, len(ids)) if labels[k] != IGNORE_INDEX and labels[k - 1] == IGNORE_INDEX]
+    assert len(starts) == 2
+    assert tok.decode(ids[:starts[0]]).endswith("<|im_start|>assistant\n")
+    assert tok.decode(ids[:starts[1]]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    prompt = template.encode(messages[:3])  # what the model reads when it writes that last answer
+    assert ids[:len(prompt)] == prompt and labels[len(prompt)] == ids[len(prompt)]

@@ -132,14 +132,18 @@ def load_conversations(path) -> list[list[dict]]:
     path = check_file(path, "conversations file", "write one conversation per line: "
                       '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}')
     conversations = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
+            line = raw.decode("utf-8")
             record = json.loads(line)
             if not isinstance(record, dict) or "messages" not in record:
                 raise ValueError('each line must be an object {"messages": [...]}')
             check_messages(record["messages"], generation=False)
+        except UnicodeDecodeError as exc:  # a Latin-1 or Windows-1252 byte: say where, not just which byte
+            raise ValueError(f"{path.name}, line {number}: byte {raw[exc.start:exc.start + 1]!r} at column "
+                             f"{exc.start + 1} is not UTF-8: save the file as UTF-8") from None
         except ValueError as exc:  # json.JSONDecodeError is a ValueError too
             raise ValueError(f"{path.name}, line {number}: {exc}") from None
         conversations.append(record["messages"])
@@ -149,25 +153,39 @@ def load_conversations(path) -> list[list[dict]]:
 
 
 def assistant_token_ids(template, messages) -> tuple[list[int], list[int]]:
-    """(ids, labels) of a conversation: labels equal ids on the assistant's turns (their end-of-turn token
-    included) and -100 elsewhere, so only what the assistant says is learned."""
+    """(ids, labels) of a conversation: labels equal ids on the assistant's turns (from where the reply begins to its
+    end-of-turn token included) and -100 elsewhere, so only what the assistant says is learned."""
     ids = template.encode(messages, add_generation_prompt=False)
     labels = [IGNORE_INDEX] * len(ids)
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(template.encode(messages[:i], add_generation_prompt=True))  # where the reply begins
-        end = len(template.encode(messages[:i + 1], add_generation_prompt=False))  # after its end-of-turn token
+        prompt = template.encode(messages[:i], add_generation_prompt=True)
+        # where the reply begins: the end of its prompt, or where the conversation leaves that prompt (Qwen3 writes an
+        # earlier answer without the empty <think> block that its generation prompt opens)
+        start = next((k for k, (a, b) in enumerate(zip(prompt, ids)) if a != b), len(prompt))
+        end = next((k + 1 for k in range(start, len(ids)) if ids[k] in template.stop_ids),  # its end-of-turn token
+                   len(template.encode(messages[:i + 1], add_generation_prompt=False)))
         labels[start:end] = ids[start:end]
     return ids, labels
 
 
 class ConversationDataset(Dataset):
-    """Conversations tokenized once: item i is `(ids, labels)` of conversation i (see `assistant_token_ids`)."""
+    """Conversations tokenized once: item i is `(ids, labels)` (see `assistant_token_ids`). With `max_length` (the
+    collate's `allowed_max_length`), a conversation with nothing to learn in its first `max_length` tokens is left out
+    and named (`left_out`: their indices)."""
 
-    def __init__(self, conversations, template):
+    def __init__(self, conversations, template, max_length=None):
         check_template(template)
-        self.items = [assistant_token_ids(template, messages) for messages in conversations]
+        items = [assistant_token_ids(template, messages) for messages in conversations]
+        first = [next((k for k, t in enumerate(labels) if t != IGNORE_INDEX), len(ids)) for ids, labels in items]
+        self.left_out = [i for i, k in enumerate(first) if max_length is not None and k > max_length]  # k: a target at k-1
+        if self.left_out:
+            print(f"left out {len(self.left_out)} conversation(s) with no assistant token in their first {max_length} "
+                  "tokens, nothing to learn: " + ", ".join(f"#{i} ({len(items[i][0])} tokens, the answer starts at "
+                                                          f"token {first[i]})" for i in self.left_out[:5])
+                  + (", ..." if len(self.left_out) > 5 else ""))
+        self.items = [item for i, item in enumerate(items) if i not in self.left_out]
 
     def __getitem__(self, index):
         return self.items[index]
@@ -190,6 +208,10 @@ def chat_collate_fn(batch, pad_token_id=END_OF_TEXT_ID, ignore_index=IGNORE_INDE
             inputs, targets = inputs[:allowed_max_length], targets[:allowed_max_length]
         inputs_lst.append(inputs)
         targets_lst.append(targets)
+    if all((t == ignore_index).all() for t in targets_lst):  # the loss would be NaN (0 / 0), not a learning rate's fault
+        raise ValueError(f"no conversation in this batch ({[len(ids) for ids, _ in batch]} tokens) has an assistant token "
+                         f"within allowed_max_length={allowed_max_length}: nothing to learn; "
+                         "ConversationDataset(..., max_length=allowed_max_length) names and leaves out such conversations")
     return torch.stack(inputs_lst).to(device), torch.stack(targets_lst).to(device)
 
 
