@@ -287,8 +287,8 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
 
 
 def plot_dpo_tracking(tracking, eval_freq):
-    """Four panels over the training steps: DPO loss, reward margin, reward accuracy, and the policy's mean
-    log-probabilities of the chosen and rejected answers; training and validation in each. Returns the figure."""
+    """Four panels over the training steps: DPO loss, reward margin and reward accuracy (training and validation),
+    and the policy's mean log-probabilities of the validation pairs' chosen and rejected answers. Returns the figure."""
     import matplotlib.pyplot as plt
 
     steps = [i * eval_freq for i in range(len(tracking["train_losses"]))]
@@ -305,10 +305,9 @@ def plot_dpo_tracking(tracking, eval_freq):
     axes[0, 0].axhline(0.6931, color="gray", linestyle=":", linewidth=1, label="ln 2")
     axes[1, 0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax = axes[1, 1]
-    for key, color in (("chosen", "tab:green"), ("rejected", "tab:red")):
-        ax.plot(steps, tracking[f"train_{key}_logprobs"], color=color, label=f"{key} (training)")
-        ax.plot(steps, tracking[f"val_{key}_logprobs"], color=color, linestyle="-.", label=f"{key} (validation)")
-    ax.set_title("mean log-probability under the policy")
+    for key, color in (("chosen", "tab:green"), ("rejected", "tab:red")):  # the same validation pairs each time
+        ax.plot(steps, tracking[f"val_{key}_logprobs"], color=color, linestyle="-.", label=f"{key} answers")
+    ax.set_title("validation: mean log-probability (policy)")
     for ax in axes.flat:
         ax.legend(fontsize=7)
     for ax in axes[1]:
