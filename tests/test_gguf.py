@@ -266,14 +266,13 @@ def test_gguf_path_and_copy_load_through_load_pretrained(tiny, tmp_path):
 # ---- the one checkpoint format for chapter-8 models: config, base model, LoRA weights only -------------------
 
 
-def test_chat_checkpoints_of_a_gguf_model_full_and_lora(tiny, tmp_path, monkeypatch):
+def test_chat_checkpoints_of_a_gguf_model_full_and_lora(tiny, tmp_path):
     import argparse
 
     from utils.chat import load_chat_checkpoint, load_for_terminal, save_chat_checkpoint
     from utils.checkpoint import read_checkpoint
     from utils.lora import replace_linear_with_lora
 
-    monkeypatch.setattr("utils.llama.inference_dtype", lambda device: torch.float32)  # bfloat16 on a CPU with AMX
     base = write_gguf(tmp_path / "tiny.gguf", tiny)
     ids = torch.tensor([[5, 70, 200, 3]])
     model, _ = load_gguf(base)

@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 
 from utils import assets, generate
 from utils.assets import AssetError, AssetUnavailable, safetensors_header_problem
-from utils.device import bf16_support
 from utils.llama import (
     LLAMA32_1B,
     QWEN3_06B,
@@ -372,10 +371,9 @@ def test_load_pretrained_folders(hf_folders, qwen_tokenizer_file, llama_tokenize
     llama = _copy(hf_folders["llama"], tmp_path)
     (llama / "original").mkdir()
     shutil.copy(llama_tokenizer_file, llama / "original" / "tokenizer.model")
-    dtype = torch.bfloat16 if bf16_support("cpu")[0] else torch.float32
     for folder, template_cls in ((qwen, Qwen3ChatTemplate), (llama, Llama3ChatTemplate)):
-        model, template = load_pretrained(folder, device="cpu")
-        assert isinstance(template, template_cls) and model.tok_emb.weight.dtype == dtype
+        model, template = load_pretrained(folder, device="cpu")  # float32 on a CPU: bfloat16 generates slower there
+        assert isinstance(template, template_cls) and model.tok_emb.weight.dtype == torch.float32
         assert model.cfg["context_length"] == 128
     shutil.rmtree(llama / "original")
     with pytest.raises(FileNotFoundError, match="tokenizer.model"):

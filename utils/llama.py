@@ -715,7 +715,7 @@ def load_pretrained(name_or_folder, device=None, dtype=None):
     """(model in eval mode, chat template) for "smollm2-135m" (fetched once, about 100 MB; offline afterwards),
     "qwen3-0.6b", a llama.cpp .gguf file, or a local Hugging Face folder of a Llama 3, SmolLM2 or Qwen3 model.
 
-    dtype None: `inference_dtype(device)` (bfloat16 on CUDA, MPS or a CPU with AMX, else float32). AssetUnavailable
+    dtype None: `inference_dtype(device)` (bfloat16 on a CUDA or MPS GPU that has it, else float32). AssetUnavailable
     when the files cannot be fetched.
     """
     device = get_device() if device is None else torch.device(device)
