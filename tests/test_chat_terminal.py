@@ -86,6 +86,7 @@ def test_two_turns_reset_ctrl_c_and_quit_in_a_terminal(checkpoint):
         term.read_until(lambda s: "empty message ignored" in s and s.count("you> ") == 3, "the empty-message note")
         term.type("And again?\n")
         term.read_until(lambda s: s.count("you> ") == 4, "the second reply")
+        assert "oldest 1 turn(s) were dropped" in term.seen and "model> (the conversation" not in term.seen  # own line
         term.type("/reset\n")
         term.read_until(lambda s: "(new conversation)" in s and s.count("you> ") == 5, "/reset")
         mark = len(term.seen)
@@ -107,3 +108,93 @@ def test_a_missing_checkpoint_says_which_chapter_makes_it(tmp_path, capsys):
     assert "chapter 9 (notebooks/09_chat.ipynb) writes it" in capsys.readouterr().err
     assert main(["--checkpoint", str(tmp_path / "ch07_instruction_model.pth")]) == 2
     assert "chapter 7 (notebooks/07_instruction_finetuning.ipynb) writes it" in capsys.readouterr().err
+
+
+SMALL = {**CFG, "context_length": 256}
+
+
+def small_checkpoint(tmp_path, **changes):
+    """A tiny chat checkpoint of a 256-token model; `changes` go into what is saved (e.g. another tokenizer)."""
+    torch.manual_seed(123)
+    path = tmp_path / "small.pth"
+    save_checkpoint(path, GPTModel(SMALL), **{"config": SMALL, "tokenizer": "bytes", **changes})
+    return path
+
+
+def classifier_checkpoint(tmp_path):
+    """Chapter 6's classifier: a GPT whose output head has two rows."""
+    model = GPTModel(SMALL)
+    model.out_head = torch.nn.Linear(16, 2)
+    return save_checkpoint(tmp_path / "classifier.pth", model, config=SMALL, tokenizer="bytes")
+
+
+@pytest.mark.parametrize("make, args, says", [
+    (lambda tmp: tmp, [], r"is a folder: give the checkpoint file in it \(.pth\), or --model"),
+    (lambda tmp: (tmp / "notes.txt", (tmp / "notes.txt").write_text("hello"))[0], [], "is not a PyTorch checkpoint"),
+    (classifier_checkpoint, [], "another shape: .*out_head.weight.*Not a chat model .*or use --model"),
+    (lambda tmp: small_checkpoint(tmp, tokenizer=str(tmp / "gone")), [], "another tokenizer: there is no tokenizer .*gone"),
+    (small_checkpoint, ["--top-k", "0"], "top_k must be a whole number >= 1"),
+    (small_checkpoint, ["--top-p", "1.5"], "top_p must be above 0 and at most 1"),
+    (small_checkpoint, ["--temperature", "-1"], "temperature must be 0 .greedy. or more"),
+    (small_checkpoint, ["--context-length", "1000"], "longer than the model's context of 256 tokens .*: use at most 256"),
+    (small_checkpoint, ["--system", "x" * 300], "the system message takes .* of the 256-token context"),
+])
+def test_bad_command_lines_say_what_to_do_in_one_line(tmp_path, capsys, make, args, says):
+    import re
+
+    assert main(["--checkpoint", str(make(tmp_path)), "--device", "cpu", *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(says, err) and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_an_offline_model_and_ctrl_c_while_loading_end_without_a_traceback(monkeypatch, capsys):
+    from utils import llama
+    from utils.assets import AssetUnavailable
+
+    def offline(name):
+        raise AssetUnavailable(f"could not fetch {name}: no network. Place the file in data/ by hand")
+
+    monkeypatch.setattr(llama, "fetch", offline)
+    assert main(["--model", "qwen3-0.6b", "--device", "cpu"]) == 2
+    assert "error: could not fetch qwen3-0.6b-config: no network" in capsys.readouterr().err
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llama, "fetch", interrupted)
+    assert main(["--model", "qwen3-0.6b", "--device", "cpu"]) == 130
+    assert "stopped while loading" in capsys.readouterr().err
+
+
+def test_a_small_model_keeps_an_earlier_exchange_and_commands_never_reach_it(tmp_path, monkeypatch, capsys):
+    typed = iter(["/help", "/what", "Hello", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": (print(prompt, end=""), next(typed))[1])
+    assert main(["--checkpoint", str(small_checkpoint(tmp_path)), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "(replies of up to 64 tokens in the model's 256-token context" in out
+    assert "/reset  starts a new conversation" in out and "(unknown command /what: /help lists" in out
+    assert out.count("model> ") == 1
+
+
+def test_smollm2_in_a_terminal_with_line_editing_history_and_commands():
+    """The real model: arrow keys edit the line and recall the last one (readline), commands never reach the model."""
+    term = Terminal([sys.executable, "-m", "utils.chat", "--model", "smollm2-135m", "--device", "cpu",
+                     "--max-new-tokens", "30"])
+    try:
+        term.read_until(lambda s: s.count("you> ") == 1, "the first prompt")
+        term.type("/hep\x1b[Dl\n")  # a typo mended with the left arrow: /help
+        term.read_until(lambda s: s.count("starts a new conversation") == 1 and s.count("you> ") == 2, "/help")
+        term.type("\x1b[A\n")  # the up arrow recalls /help
+        term.read_until(lambda s: s.count("starts a new conversation") == 2 and s.count("you> ") == 3, "the history")
+        term.type("/what\n")
+        term.read_until(lambda s: "(unknown command /what: /help lists the commands)" in s and s.count("you> ") == 4,
+                        "an unknown command")
+        mark = len(term.seen)
+        term.type("What is the capital of France?\n")
+        term.read_until(lambda s: s[mark:].count("you> ") == 1, "the reply")
+        assert "Paris" in term.seen[mark:].split("model> ", 1)[-1], term.seen[mark - 300:]
+        term.type("/quit\n")
+        assert term.proc.wait(30) == 0
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen and "^[[" not in term.seen

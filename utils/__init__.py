@@ -1,5 +1,13 @@
 """Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
 
+import os as _os
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:  # `python -m utils.chat` or `utils.pretrain` (torchrun too): Python runs this before
+    # torch loads OpenMP, the one moment OMP_WAIT_POLICY is read. PASSIVE: threads idle between operations sleep instead
+    # of spinning, several times more tokens/s on a machine shared with other work. Notebooks keep the default.
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
 from .bpe import BPETokenizer

@@ -327,9 +327,25 @@ class Chat:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in a context of "
                              f"{context_size} tokens: use at most {context_size // 2}")
         self.model, self.template, self.context_size, self.max_new_tokens = model, template, context_size, max_new_tokens
-        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.sampling = check_sampling(temperature, top_k, top_p)
         self.system, self.note = system, note
+        self.check_fits_model()
         self.reset()
+
+    def check_fits_model(self):
+        """ValueError unless the context fits the model's and a system message leaves room for a message and a reply."""
+        try:
+            limit = model_context_length(self.model)
+        except ValueError:
+            limit = self.context_size  # a model that does not say: the caller's word
+        if self.context_size > limit:
+            raise ValueError(f"context_size={self.context_size} is longer than the model's context of {limit} tokens "
+                             f"(it would fail mid-reply): use at most {limit}")
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        used = len(self.template.encode(system + [{"role": "user", "content": ""}]))
+        if used >= self.context_size - self.max_new_tokens:
+            raise ValueError(f"the system message takes {used} of the {self.context_size}-token context, which leaves "
+                             f"no room for a message and a {self.max_new_tokens}-token reply: shorten it")
 
     def reset(self):
         """Start a new conversation (only the system message, if any, stays)."""
@@ -377,6 +393,17 @@ class Chat:
         return "".join(self.send(text))
 
 
+def check_sampling(temperature, top_k, top_p) -> dict:
+    """The sampling settings as a dict, or ValueError saying which one is out of range."""
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+        raise ValueError(f"temperature must be 0 (greedy) or more (0.7-1.0 samples), got {temperature!r}")
+    if top_k is not None:
+        check_int(top_k, "top_k", 1, "None keeps every token")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be above 0 and at most 1 (the share of probability kept), got {top_p!r}")
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p)
+
+
 def reply_to(model, template, messages, context_size, max_new_tokens=100) -> str:
     """The model's greedy reply to `messages` (ending with a user turn), the oldest turns dropped to fit as in `Chat`."""
     chat = Chat(model, template, context_size, max_new_tokens, note=lambda _: None)
@@ -397,11 +424,14 @@ def score_replies(model, template, conversations, context_size, max_new_tokens=4
 def load_chat_checkpoint(path, device="cpu"):
     """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9: a GPTModel with GPT-2's tokenizer
     (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named)."""
-    from .checkpoint import read_checkpoint
+    from .checkpoint import check_fits, read_checkpoint
     from .corpus import get_tokenizer
     from .model import GPTModel
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give the checkpoint file in it (.pth), or --model {path} for a "
+                                "Hugging Face model folder")
     if not path.is_file():
         made_by = CHECKPOINT_HELP.get(path.name, "chapter 7 or chapter 9 writes one (data/ch07_instruction_model.pth, "
                                       "data/ch09_chat_model.pth)")
@@ -412,8 +442,13 @@ def load_chat_checkpoint(path, device="cpu"):
     if payload.get("base_model"):
         return llama_from_checkpoint(path, payload, device)
     model = GPTModel(payload["config"])
+    check_fits(path, payload, model, hint="Not a chat model (chapter 6's classifier?): give a checkpoint of chapter 7 "
+               "or 9, or use --model")
+    try:
+        template = AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
+    except ValueError as exc:
+        raise ValueError(f"{path} was trained with another tokenizer: {exc}") from None
     model.load_state_dict(payload["model_state_dict"])
-    template = AlpacaChatTemplate(get_tokenizer(payload.get("tokenizer", "gpt2")))
     return model.to(device).eval(), template, payload["config"]
 
 
@@ -552,36 +587,59 @@ class ChatWidget:
 # --- the chat in a terminal: python -m utils.chat ---------------------------------------------------------------------
 
 
+COMMANDS = {"/help": "lists these commands", "/reset": "starts a new conversation",
+            "/quit": "leaves (so does Ctrl-D)"}
+
+
+def use_readline() -> None:
+    """Line editing and history (arrow keys) for `input()` where Python has readline (not on Windows)."""
+    try:
+        import readline  # noqa: F401  (importing it is what makes input() edit lines)
+    except ImportError:
+        pass
+
+
 def terminal_chat(chat, read=None, write=None):
-    """The chat loop of `python -m utils.chat`: /reset starts over, /quit (or Ctrl-D) leaves, Ctrl-C stops a reply."""
+    """The chat loop of `python -m utils.chat`: /help, /reset, /quit (or Ctrl-D); Ctrl-C stops a reply."""
     read = read or input
     write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
-    write("Chat: type a message. /reset starts a new conversation, /quit leaves; Ctrl-C stops a reply.\n")
+    write("Chat: type a message. /help lists the commands; Ctrl-C stops a reply.\n")
     while True:
         try:
-            text = read("you> ")
+            text = read("you> ").strip()
         except EOFError:
             write("\n")
             return
         except KeyboardInterrupt:
             write("\n(Ctrl-C: no reply is being written; /quit leaves)\n")
             continue
-        if text.strip() == "/quit":
+        command = text.split()[0] if text.startswith("/") else None
+        if command == "/quit":
             return
-        if text.strip() == "/reset":
+        if command == "/reset":
             chat.reset()
             write("(new conversation)\n")
-            continue
-        if not text.strip():
+        elif command == "/help":
+            write("".join(f"  {name:7} {what}\n" for name, what in COMMANDS.items()))
+        elif command:
+            write(f"(unknown command {command}: /help lists the commands)\n")
+        elif not text:
             list(chat.send(text))  # says why nothing happens
-            continue
-        write("model> ")
-        try:
-            for piece in chat.send(text):
-                write(piece)
-            write("\n")
-        except KeyboardInterrupt:
-            write(" [stopped: the conversation goes on]\n")
+        else:
+            write_reply(chat.send(text), write)
+
+
+def write_reply(pieces, write) -> None:
+    """`model> ` and the reply as it streams; notes the chat prints before the reply come on lines of their own."""
+    started = False
+    try:
+        for piece in pieces:
+            write("" if started else "model> ")
+            started = True
+            write(piece)
+        write(("" if started else "model> ") + "\n")
+    except KeyboardInterrupt:
+        write(("" if started else "model> ") + " [stopped: the conversation goes on]\n")
 
 
 def load_for_terminal(args):
@@ -605,7 +663,8 @@ def main(argv=None):
     source.add_argument("--checkpoint", help="a chapter-7, 9 or 10 checkpoint, e.g. data/ch09_chat_model.pth")
     source.add_argument("--model", help="smollm2-135m (fetched once, then offline), qwen3-0.6b, a .gguf file, or a "
                         "local Hugging Face folder of a SmolLM2 / Llama 3 / Qwen3 model")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="the longest reply (default: 200, or a quarter of a shorter model's context)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; 0.7-1.0 samples")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
@@ -613,13 +672,23 @@ def main(argv=None):
     parser.add_argument("--context-length", type=int, default=None, help="default: the model's")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best there is)")
     args = parser.parse_args(argv)
+    from .assets import AssetError
+
     try:
         model, template, context_length = load_for_terminal(args)
-        chat = Chat(model, template, context_length, min(args.max_new_tokens, context_length // 2), args.temperature,
-                    args.top_k, args.top_p, system=args.system, note=lambda text: print(text, flush=True))
-    except (OSError, ValueError, TypeError, ImportError) as exc:
+        # a quarter of the context by default: a reply, the message it answers and one earlier exchange still fit
+        reply = min(args.max_new_tokens or 200, context_length // (2 if args.max_new_tokens else 4))
+        chat = Chat(model, template, context_length, reply, args.temperature, args.top_k, args.top_p,
+                    system=args.system, note=lambda text: print(text, flush=True))
+    except (OSError, ValueError, TypeError, ImportError, AssetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\n(stopped while loading the model)", file=sys.stderr)
+        return 130
+    print(f"(replies of up to {reply} tokens in the model's {context_length}-token context; --max-new-tokens "
+          "changes it)")
+    use_readline()
     terminal_chat(chat)
     return 0
 

@@ -116,6 +116,11 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"there is no checkpoint at {path}: check the path (save one with save_checkpoint)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): a save was interrupted. Delete it, or re-save it with save_checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (a pickle in old files)
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it starts with {head!r}; save_checkpoint writes a "
+                              "zip archive): give the .pth file that save_checkpoint wrote")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -139,8 +144,9 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     return payload
 
 
-def check_fits(path, payload: dict, model, optimizer=None) -> None:
-    """CheckpointError naming every tensor of the checkpoint that does not fit `model` (or `optimizer`)."""
+def check_fits(path, payload: dict, model, optimizer=None, hint=None) -> None:
+    """CheckpointError naming every tensor of the checkpoint that does not fit `model` (or `optimizer`); `hint`: what
+    to do, instead of building the model from the saved config."""
     saved, own = payload["model_state_dict"], model.state_dict()
     problems = [f"missing {k} (the model has shape {tuple(v.shape)})" for k, v in own.items() if k not in saved]
     problems += [f"unexpected {k} of shape {tuple(getattr(v, 'shape', ()))}" for k, v in saved.items() if k not in own]
@@ -148,8 +154,9 @@ def check_fits(path, payload: dict, model, optimizer=None) -> None:
                  for k, v in saved.items() if k in own and (not isinstance(v, torch.Tensor) or v.shape != own[k].shape)]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... and {len(problems) - 4} more" if len(problems) > 4 else "")
-        hint = (f" It was saved with config {payload['config']}: build GPTModel(that config)." if isinstance(
-            payload.get("config"), dict) else " Build the model with the config it was trained with.")
+        hint = f" {hint}." if hint else (f" It was saved with config {payload['config']}: build GPTModel(that config)."
+                                         if isinstance(payload.get("config"), dict)
+                                         else " Build the model with the config it was trained with.")
         raise CheckpointError(f"{path} was saved from a model of another shape: {shown}.{hint}")
     if optimizer is not None and "optimizer_state_dict" in payload:
         opt, ours = payload["optimizer_state_dict"], [p for g in optimizer.param_groups for p in g["params"]]

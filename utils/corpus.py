@@ -83,6 +83,10 @@ def get_tokenizer(name: str = "gpt2"):
         return BPETokenizer.load(name)
     import tiktoken
 
+    if name not in tiktoken.list_encoding_names():  # tiktoken would only say "Unknown encoding"
+        raise ValueError(f"there is no tokenizer {name!r}: neither a folder of one saved with BPETokenizer.save "
+                         f"(notebook 02b; train and save it again there) nor one of tiktoken's "
+                         f"({', '.join(tiktoken.list_encoding_names())})")
     return tiktoken.get_encoding(name)
 
 
