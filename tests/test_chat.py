@@ -365,8 +365,8 @@ def test_the_cache_is_read_again_after_a_trim_or_another_caller(template):
 def test_reply_to_and_scores_use_the_chats_whole_turn_policy(template):
     model = ScriptedModel(TOKENIZER.encode("Your cat is MISO.") + [EOT])
     long = [user("x" * 100), assistant("y" * 100), user("My cat is Miso."), assistant("Nice."), user("Cat?")]
-    assert reply_to(model, template, long, context_size=150, max_new_tokens=20) == "Your cat is MISO."
-    right, replies = score_replies(model, template, [long + [assistant("miso")], long + [assistant("Luna")]], 150, 20)
+    assert reply_to(model, template, long, context_size=250, max_new_tokens=20) == "Your cat is MISO."
+    right, replies = score_replies(model, template, [long + [assistant("miso")], long + [assistant("Luna")]], 250, 20)
     assert right == [True, False] and replies == ["Your cat is MISO."] * 2
 
 
