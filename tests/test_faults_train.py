@@ -151,7 +151,7 @@ CASES = [
      CheckpointError, "truncated or corrupt"),
     ("load garbage", lambda t: (t.joinpath("g.pth").write_bytes(b"hello"),
                                 lambda: load_checkpoint(t / "g.pth", fresh()[0]))[1],
-     CheckpointError, "re-save it with save_checkpoint, or delete it"),
+     CheckpointError, "is not a PyTorch checkpoint (it starts with b'hell'"),
     ("load missing", lambda t: lambda: load_checkpoint(t / "none.pth", fresh()[0]), FileNotFoundError,
      "there is no checkpoint at"),
     ("load other shapes", lambda t: (save_checkpoint(t / "c.pth", fresh()[0], config=TINY),
