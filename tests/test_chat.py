@@ -407,3 +407,23 @@ def test_smollm2_recalls_across_turns_with_the_kept_cache(smollm2):
     answer = chat.reply("What is the capital of France?")
     assert "Paris" in answer
     assert chat.cache.last_read < len(template.encode(chat.messages[:-1])) // 2  # only the new turn was read
+
+
+def test_the_widget_refuses_an_empty_message_keeps_every_note_and_is_off_while_writing(template):
+    pytest.importorskip("ipywidgets")
+    from utils.chat import ChatWidget
+
+    widget = ChatWidget(Chat(random_model(), template, 512, 8))
+    widget.message.value = "   "
+    widget.on_send()
+    assert widget.transcript.value == "" and "empty message ignored" in widget.status.value
+    widget.message.value = "x" * 600  # cut to fit: a note
+    widget.on_send()
+    assert widget.send_button.disabled
+    widget.thread.join()
+    assert not widget.send_button.disabled and widget.transcript.value.startswith("You: ")
+    assert "the rest was cut" in widget.status.value and "writing" not in widget.status.value
+    widget.message.value = "y" * 600
+    widget.on_send()
+    widget.thread.join()
+    assert "the rest was cut" in widget.status.value and "turn(s) were dropped" in widget.status.value  # both kept

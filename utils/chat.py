@@ -12,6 +12,7 @@ import json
 import random
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -421,10 +422,9 @@ def score_replies(model, template, conversations, context_size, max_new_tokens=4
 # --- models: a checkpoint, the fallback chain, utils.llama's pretrained models ----------------------------------------
 
 
-def load_chat_checkpoint(path, device="cpu", dtype=None):
+def load_chat_checkpoint(path, device="cpu"):
     """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9: a GPTModel with GPT-2's tokenizer
-    (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named).
-    `dtype` None: float32 for a GPTModel, `load_pretrained`'s choice for a chapter-8 model."""
+    (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named)."""
     from .checkpoint import check_fits, read_checkpoint
     from .corpus import get_tokenizer
     from .model import GPTModel
@@ -441,7 +441,7 @@ def load_chat_checkpoint(path, device="cpu", dtype=None):
     if not isinstance(payload.get("config"), dict):
         raise ValueError(f"{path} holds no model config: save it with save_checkpoint(path, model, config=cfg)")
     if payload.get("base_model"):
-        return llama_from_checkpoint(path, payload, device, dtype)
+        return llama_from_checkpoint(path, payload, device)
     model = GPTModel(payload["config"])
     check_fits(path, payload, model, hint="Not a chat model (chapter 6's classifier?): give a checkpoint of chapter 7 "
                "or 9, or use --model")
@@ -450,7 +450,7 @@ def load_chat_checkpoint(path, device="cpu", dtype=None):
     except ValueError as exc:
         raise ValueError(f"{path} was trained with another tokenizer: {exc}") from None
     model.load_state_dict(payload["model_state_dict"])
-    return model.to(device, dtype).eval(), template, payload["config"]
+    return model.to(device).eval(), template, payload["config"]
 
 
 def save_chat_checkpoint(path, model, base_model, **state):
@@ -468,12 +468,12 @@ def save_chat_checkpoint(path, model, base_model, **state):
                            **state)
 
 
-def llama_from_checkpoint(path, payload, device="cpu", dtype=None):
+def llama_from_checkpoint(path, payload, device="cpu"):
     """(model, template, config): the checkpoint's base model loaded again, its saved weights (all, or LoRA's) on top."""
     from .llama import load_pretrained
     from .lora import replace_linear_with_lora
 
-    model, template = load_pretrained(payload["base_model"], device=device, dtype=dtype)
+    model, template = load_pretrained(payload["base_model"], device=device)
     if model.cfg != payload["config"]:
         raise ValueError(f"{path} was trained on a model of another shape than {payload['base_model']}: "
                          f"its config is {payload['config']}")
@@ -528,9 +528,10 @@ class ChatWidget:
     def __init__(self, chat):
         import ipywidgets as w
 
-        self.chat, self.stop, self.thread = chat, threading.Event(), None
+        self.chat, self.stop, self.thread, self.notes = chat, threading.Event(), None, ""
         self.transcript = w.Textarea(value="", layout=w.Layout(width="100%", height="260px"), disabled=True)
-        self.message = w.Text(placeholder="Type a message and press Send", layout=w.Layout(width="60%"))
+        self.message = w.Text(placeholder="Type a message and press Send (Stop ends a reply: the toolbar's interrupt "
+                              "does not reach it)", layout=w.Layout(width="60%"))
         self.send_button, self.stop_button = w.Button(description="Send", button_style="primary"), w.Button(description="Stop")
         self.new_button = w.Button(description="New chat")
         self.show_prompt = w.Checkbox(value=False, description="show the prompt the model received", indent=False)
@@ -552,7 +553,9 @@ class ChatWidget:
         display(self.box)
 
     def set_status(self, text: str):
-        self.status.value = text
+        """A note: added to the notes shown, never over the last one (a cut message and a dropped turn both stay)."""
+        self.notes = f"{self.notes} {text}".strip()
+        self.status.value = self.notes
 
     def update_prompt(self):
         self.prompt_view.layout.display = "block" if self.show_prompt.value else "none"
@@ -562,20 +565,29 @@ class ChatWidget:
         """Start a reply in a thread (one at a time): the widget callback returns at once."""
         text = self.message.value
         if self.thread is not None and self.thread.is_alive():
-            self.set_status("(a reply is still being written: wait, or press Stop)")
+            self.status.value = "(a reply is still being written: wait, or press Stop)"
             return
-        self.message.value, self.status.value = "", ""
+        if not text.strip():
+            self.status.value = "(empty message ignored: type something)"
+            return
+        self.message.value, self.status.value, self.notes, self.send_button.disabled = "", "", "", True
         self.stop.clear()
         self.thread = threading.Thread(target=self.run, args=(text,), daemon=True)
         self.thread.start()
 
     def run(self, text: str):
+        """Stream the reply into the transcript; the status says "writing... N tokens/s" (Send is off) until it ends."""
         self.transcript.value += f"You: {text.strip()}\nModel: "
-        for piece in self.chat.send(text, stop=self.stop):
-            self.transcript.value += piece
+        start = time.perf_counter()
+        try:
+            for count, piece in enumerate(self.chat.send(text, stop=self.stop), start=1):
+                self.transcript.value += piece
+                self.status.value = f"{self.notes} writing... {count / (time.perf_counter() - start):.1f} tokens/s".strip()
+                self.update_prompt()
+        finally:
+            self.transcript.value += " [stopped]\n\n" if self.stop.is_set() else "\n\n"
+            self.status.value, self.send_button.disabled = self.notes, False
             self.update_prompt()
-        self.transcript.value += " [stopped]\n\n" if self.stop.is_set() else "\n\n"
-        self.update_prompt()
 
     def on_new(self):
         self.stop.set()
