@@ -422,9 +422,10 @@ def score_replies(model, template, conversations, context_size, max_new_tokens=4
 # --- models: a checkpoint, the fallback chain, utils.llama's pretrained models ----------------------------------------
 
 
-def load_chat_checkpoint(path, device="cpu"):
+def load_chat_checkpoint(path, device="cpu", dtype=None):
     """(model, template, config) from a `save_checkpoint` file of chapter 7 or 9: a GPTModel with GPT-2's tokenizer
-    (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named)."""
+    (unless it names another), or a chapter-8 model saved with `save_chat_checkpoint` (its base model named).
+    `dtype` None: float32 for a GPTModel, `load_pretrained`'s choice for a chapter-8 model."""
     from .checkpoint import check_fits, read_checkpoint
     from .corpus import get_tokenizer
     from .model import GPTModel
@@ -441,7 +442,7 @@ def load_chat_checkpoint(path, device="cpu"):
     if not isinstance(payload.get("config"), dict):
         raise ValueError(f"{path} holds no model config: save it with save_checkpoint(path, model, config=cfg)")
     if payload.get("base_model"):
-        return llama_from_checkpoint(path, payload, device)
+        return llama_from_checkpoint(path, payload, device, dtype)
     model = GPTModel(payload["config"])
     check_fits(path, payload, model, hint="Not a chat model (chapter 6's classifier?): give a checkpoint of chapter 7 "
                "or 9, or use --model")
@@ -450,7 +451,7 @@ def load_chat_checkpoint(path, device="cpu"):
     except ValueError as exc:
         raise ValueError(f"{path} was trained with another tokenizer: {exc}") from None
     model.load_state_dict(payload["model_state_dict"])
-    return model.to(device).eval(), template, payload["config"]
+    return model.to(device, dtype).eval(), template, payload["config"]
 
 
 def save_chat_checkpoint(path, model, base_model, **state):
@@ -468,12 +469,12 @@ def save_chat_checkpoint(path, model, base_model, **state):
                            **state)
 
 
-def llama_from_checkpoint(path, payload, device="cpu"):
+def llama_from_checkpoint(path, payload, device="cpu", dtype=None):
     """(model, template, config): the checkpoint's base model loaded again, its saved weights (all, or LoRA's) on top."""
     from .llama import load_pretrained
     from .lora import replace_linear_with_lora
 
-    model, template = load_pretrained(payload["base_model"], device=device)
+    model, template = load_pretrained(payload["base_model"], device=device, dtype=dtype)
     if model.cfg != payload["config"]:
         raise ValueError(f"{path} was trained on a model of another shape than {payload['base_model']}: "
                          f"its config is {payload['config']}")
