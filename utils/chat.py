@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -672,6 +673,8 @@ def load_for_terminal(args):
 
 
 def main(argv=None):
+    # Ctrl-C stops a reply even when the shell started us with SIGINT ignored (a background job, nohup, a test runner)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="python -m utils.chat", description="Talk to a model in the terminal.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a chapter-7, 9 or 10 checkpoint, e.g. data/ch09_chat_model.pth")
