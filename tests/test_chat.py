@@ -410,20 +410,38 @@ def test_smollm2_recalls_across_turns_with_the_kept_cache(smollm2):
 
 
 def test_the_widget_refuses_an_empty_message_keeps_every_note_and_is_off_while_writing(template):
-    pytest.importorskip("ipywidgets")
-    from utils.chat import ChatWidget
+    pytest.importorskip("anywidget")
+    from utils.chat_widget import ChatWidget
 
     widget = ChatWidget(Chat(random_model(), template, 512, 8))
-    widget.message.value = "   "
-    widget.on_send()
-    assert widget.transcript.value == "" and "empty message ignored" in widget.status.value
-    widget.message.value = "x" * 600  # cut to fit: a note
-    widget.on_send()
-    assert widget.send_button.disabled
+    widget._on_msg(widget, {"type": "send", "text": "   "}, [])  # what the browser sends on Enter or Send
+    assert widget.messages == [] and "empty message ignored" in widget.status
+    widget._on_msg(widget, {"type": "send", "text": "x" * 600}, [])  # cut to fit: a note
+    assert widget.writing and widget.messages[-1] == {"role": "user", "text": "x" * 600}
+    widget._on_msg(widget, {"type": "send", "text": "a second send while writing"}, [])
     widget.thread.join()
-    assert not widget.send_button.disabled and widget.transcript.value.startswith("You: ")
-    assert "the rest was cut" in widget.status.value and "writing" not in widget.status.value
-    widget.message.value = "y" * 600
-    widget.on_send()
+    assert not widget.writing and [m["role"] for m in widget.messages] == ["user", "assistant"]  # refused, not queued
+    assert widget.messages[-1]["text"] and not widget.messages[-1]["stopped"] and widget.reply == ""
+    assert "the rest was cut" in widget.status and "writing" not in widget.status
+    assert widget.prompt == widget.chat.last_prompt and "x" * 50 in widget.prompt
+    widget.on_send("y" * 600)
     widget.thread.join()
-    assert "the rest was cut" in widget.status.value and "turn(s) were dropped" in widget.status.value  # both kept
+    assert "the rest was cut" in widget.status and "turn(s) were dropped" in widget.status  # both kept
+    widget._on_msg(widget, {"type": "new"}, [])
+    assert widget.messages == [] and widget.prompt == "" and widget.status == "(new chat)" and not widget.chat.messages
+
+
+def test_the_widget_stops_a_reply_and_marks_it(template):
+    pytest.importorskip("anywidget")
+    from utils.chat_widget import ChatWidget
+
+    widget = ChatWidget(Chat(random_model(), template, 512, 200))
+    widget.chat.note = widget.add_note
+    started = threading.Event()
+    send = widget.chat.send
+    widget.chat.send = lambda text, stop: (started.set() or piece for piece in send(text, stop=stop))
+    widget.on_send("Hello")
+    assert started.wait(30)
+    widget._on_msg(widget, {"type": "stop"}, [])
+    widget.thread.join(30)
+    assert widget.messages[-1]["stopped"] and len(widget.chat.messages) == 2

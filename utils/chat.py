@@ -12,8 +12,6 @@ import json
 import random
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
@@ -518,85 +516,6 @@ def model_context_length(model) -> int:
     if isinstance(cfg, dict) and "context_length" in cfg:
         return cfg["context_length"]
     raise ValueError(f"cannot tell the context length of {type(model).__name__}: pass --context-length")
-
-
-# --- the chat in a notebook: ipywidgets ------------------------------------------------------------------------------
-
-
-class ChatWidget:
-    """A chat in the notebook: message box, Send, Stop, New chat, the reply growing token by token, and a switch
-    that shows the exact prompt the model received. The reply is generated in a thread, so Stop is heard mid-reply."""
-
-    def __init__(self, chat):
-        import ipywidgets as w
-
-        self.chat, self.stop, self.thread, self.notes = chat, threading.Event(), None, ""
-        self.transcript = w.Textarea(value="", layout=w.Layout(width="100%", height="260px"), disabled=True)
-        self.message = w.Text(placeholder="Type a message and press Send (Stop ends a reply: the toolbar's interrupt "
-                              "does not reach it)", layout=w.Layout(width="60%"))
-        self.send_button, self.stop_button = w.Button(description="Send", button_style="primary"), w.Button(description="Stop")
-        self.new_button = w.Button(description="New chat")
-        self.show_prompt = w.Checkbox(value=False, description="show the prompt the model received", indent=False)
-        self.prompt_view = w.Textarea(value="", layout=w.Layout(width="100%", height="160px", display="none"), disabled=True)
-        self.status = w.Label(value="")
-        for widget, name in [(self.transcript, "transcript"), (self.prompt_view, "prompt"), (self.status, "status")]:
-            widget.add_class(f"chat-{name}")  # names a browser test (or your CSS) can find
-        self.send_button.on_click(lambda _: self.on_send())
-        self.stop_button.on_click(lambda _: self.stop.set())
-        self.new_button.on_click(lambda _: self.on_new())
-        self.show_prompt.observe(lambda _: self.update_prompt(), names="value")
-        self.box = w.VBox([self.transcript, w.HBox([self.message, self.send_button, self.stop_button, self.new_button]),
-                           self.status, self.show_prompt, self.prompt_view])
-        self.chat.note = self.set_status
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.box)
-
-    def set_status(self, text: str):
-        """A note: added to the notes shown, never over the last one (a cut message and a dropped turn both stay)."""
-        self.notes = f"{self.notes} {text}".strip()
-        self.status.value = self.notes
-
-    def update_prompt(self):
-        self.prompt_view.layout.display = "block" if self.show_prompt.value else "none"
-        self.prompt_view.value = self.chat.last_prompt
-
-    def on_send(self):
-        """Start a reply in a thread (one at a time): the widget callback returns at once."""
-        text = self.message.value
-        if self.thread is not None and self.thread.is_alive():
-            self.status.value = "(a reply is still being written: wait, or press Stop)"
-            return
-        if not text.strip():
-            self.status.value = "(empty message ignored: type something)"
-            return
-        self.message.value, self.status.value, self.notes, self.send_button.disabled = "", "", "", True
-        self.stop.clear()
-        self.thread = threading.Thread(target=self.run, args=(text,), daemon=True)
-        self.thread.start()
-
-    def run(self, text: str):
-        """Stream the reply into the transcript; the status says "writing... N tokens/s" (Send is off) until it ends."""
-        self.transcript.value += f"You: {text.strip()}\nModel: "
-        start = time.perf_counter()
-        try:
-            for count, piece in enumerate(self.chat.send(text, stop=self.stop), start=1):
-                self.transcript.value += piece
-                self.status.value = f"{self.notes} writing... {count / (time.perf_counter() - start):.1f} tokens/s".strip()
-                self.update_prompt()
-        finally:
-            self.transcript.value += " [stopped]\n\n" if self.stop.is_set() else "\n\n"
-            self.status.value, self.send_button.disabled = self.notes, False
-            self.update_prompt()
-
-    def on_new(self):
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
-        self.chat.reset()
-        self.transcript.value, self.prompt_view.value, self.status.value = "", "", "(new chat)"
 
 
 # --- the chat in a terminal: python -m utils.chat ---------------------------------------------------------------------

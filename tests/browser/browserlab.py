@@ -117,6 +117,17 @@ class WebDriver:
     def js(self, script: str, *args):
         return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})
 
+    def find(self, css: str) -> str:
+        """The first element matching `css` (a WebDriver element id), for real key presses and clicks."""
+        return next(iter(self._call("POST", "/element", {"using": "css selector", "value": css}).values()))
+
+    def send_keys(self, element: str, text: str):
+        """Type `text` into `element` key by key, as a person does ("\ue007" is the Enter key)."""
+        self._call("POST", f"/element/{element}/value", {"text": text})
+
+    def click(self, element: str):
+        self._call("POST", f"/element/{element}/click", {})
+
     def screenshot(self, path: Path):
         path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
 
@@ -168,7 +179,8 @@ def _stop(proc: subprocess.Popen | None, grace: float = 10):
 
 
 def make_lab_root(tmp: Path, notebook: Path) -> Path:
-    """A lab root whose top-level entries link to the repository's, but for notebooks/, which holds a copy of `notebook`.
+    """A lab root whose top-level entries link to the repository's, but for notebooks/, which holds a copy of `notebook`
+    beside links to the other entries of notebooks/ (its data/ folder included).
 
     The notebook runs with cwd = <root>/notebooks, so `..`-relative paths (utils, data) resolve as in the repository.
     """
@@ -178,6 +190,9 @@ def make_lab_root(tmp: Path, notebook: Path) -> Path:
         if entry.name not in {"notebooks", ".git", ".venv", "venv"}:
             (root / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     (root / "notebooks").mkdir()
+    for entry in notebook.parent.iterdir():  # notebooks/data (the chapters' own files) and the rest, as links
+        if entry.name != notebook.name and not entry.name.startswith("."):
+            (root / "notebooks" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     shutil.copyfile(notebook, root / "notebooks" / notebook.name)
     return root
 
