@@ -19,7 +19,7 @@ import pytest
 
 from tools import headers
 
-NEEDED = {"tiktoken", "tqdm", "safetensors", "gguf"}  # what the cell installs when it fails to import
+NEEDED = {"tiktoken", "tqdm", "safetensors", "gguf", "anywidget"}  # what the cell installs when it fails to import
 FOLDER = headers.REPO_URL.rstrip("/").rsplit("/", 1)[-1]
 
 

@@ -39,7 +39,7 @@ if "google.colab" in sys.modules:
             shutil.rmtree("/content/{folder}", ignore_errors=True)
             subprocess.run(["git", "clone", "-q", "{REPO_URL}", "/content/{folder}"], check=True)
         os.chdir("/content/{folder}/{workdir}")
-    if missing := [name for name in ["tiktoken", "tqdm", "safetensors", "gguf"] if importlib.util.find_spec(name) is None]:
+    if missing := [name for name in ["tiktoken", "tqdm", "safetensors", "gguf", "anywidget"] if importlib.util.find_spec(name) is None]:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)'''
 
 
