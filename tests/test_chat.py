@@ -445,3 +445,18 @@ def test_the_widget_stops_a_reply_and_marks_it(template):
     widget._on_msg(widget, {"type": "stop"}, [])
     widget.thread.join(30)
     assert widget.messages[-1]["stopped"] and len(widget.chat.messages) == 2
+
+
+def test_importing_utils_sets_a_short_openmp_spin_before_torch_loads():
+    """`import utils` (a notebook's first import, `python -m utils.<x>`) sets GOMP_SPINCOUNT unless the user set a
+    policy, before torch reads it."""
+    import subprocess
+    import sys
+
+    probe = "import os, utils; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "20000"
+    run = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True,
+                         text=True, check=True)
+    assert run.stdout.strip() == "None"  # the user's choice wins

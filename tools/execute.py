@@ -67,7 +67,7 @@ def main():
     from tools.offline import use_shared_data
 
     use_shared_data()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in the tests: idle threads sleep on a shared machine
+    # OpenMP's waiting: the kernel's `import utils` sets it (utils/__init__.py), as in a reader's notebook
     if args.smoke:
         os.environ["LLM_SMOKE"] = "1"
     else:

@@ -1,12 +1,16 @@
 """Consolidated code of the chapter notebooks: `from utils import GPTModel`."""
 
 import os as _os
-import sys as _sys
 
-if _sys.argv[:1] == ["-m"]:  # `python -m utils.chat` or `utils.pretrain` (torchrun too): Python runs this before
-    # torch loads OpenMP, the one moment OMP_WAIT_POLICY is read. PASSIVE: threads idle between operations sleep instead
-    # of spinning, several times more tokens/s on a machine shared with other work. Notebooks keep the default.
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    # Set before torch loads OpenMP, the one moment it is read: `import utils` comes first in every notebook, and
+    # Python runs this first for `python -m utils.chat` or `utils.pretrain`. Between two operations an idle OpenMP
+    # thread spins GOMP_SPINCOUNT times, then sleeps. The default (300,000) spins so long that on a machine shared with
+    # other work the spinning threads steal the cores (SmolLM2 decoding at 3.5 tokens/s); sleeping at once
+    # (OMP_WAIT_POLICY=PASSIVE) wakes too late on a quiet one (15 instead of 25 tokens/s). 20,000 keeps 22-25 tokens/s
+    # quiet and 5-6 beside two busy processes (2-core Intel Xeon, 2026-12-08; README, "Decoding speed"). Linux's
+    # torch uses GNU OpenMP, which reads it; elsewhere it changes nothing. Your own setting of either always wins.
+    _os.environ["GOMP_SPINCOUNT"] = "20000"
 
 from .assets import ASSETS, AssetError, AssetUnavailable, data_dir, fetch
 from .attention import MultiHeadAttention
