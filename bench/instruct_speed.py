@@ -77,8 +77,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting after one warm-up")
     args = parser.parse_args(argv)
     device = get_device()
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruction-data.json"
-    train_data, _, _ = split_data(load_instruction_data(shared if shared.exists() else fetch("instruction-data")))
+    from tools.offline import use_shared_data
+
+    use_shared_data()  # offline tiktoken cache and asset mirror when ../shared is there, as the other benches
+    train_data, _, _ = split_data(load_instruction_data(fetch("instruction-data")))
     book_loader, grouped = loaders(train_data, gpt2_tokenizer())
     torch.manual_seed(123)
     pad_book = padding_fraction(book_loader)
