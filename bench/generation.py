@@ -23,16 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):  # as `python -m utils.chat`: see utils/__init__.py
-    os.environ["GOMP_SPINCOUNT"] = "20000"
-OPENMP = ", ".join(f"{k}={os.environ.get(k, '-')}" for k in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])  # as torch reads them
-
-import torch  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `import utils`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for `import speed`
 
+import utils  # noqa: E402, F401  (first: it sets OpenMP's waiting before torch loads, as for a reader; utils/__init__.py)
+
+OPENMP = ", ".join(f"{k}={os.environ.get(k, '-')}" for k in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])  # as torch read them
+
 import speed  # noqa: E402
+import torch  # noqa: E402
 
 from utils import GPT_CONFIG_124M, QWEN3_06B, GPTModel, bf16_support, fetch, generate, load_pretrained  # noqa: E402
 from utils.gpt2 import load_weights_into_gpt  # noqa: E402

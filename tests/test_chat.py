@@ -436,7 +436,6 @@ def test_the_widget_stops_a_reply_and_marks_it(template):
     from utils.chat_widget import ChatWidget
 
     widget = ChatWidget(Chat(random_model(), template, 512, 200))
-    widget.chat.note = widget.add_note
     started = threading.Event()
     send = widget.chat.send
     widget.chat.send = lambda text, stop: (started.set() or piece for piece in send(text, stop=stop))

@@ -49,12 +49,16 @@ class ChatWidget(anywidget.AnyWidget):
     def add_note(self, text: str):
         """A note from the chat: added to the notes shown, never over the last one."""
         self.notes.append(text.strip())
-        self.status = " ".join(self.notes)
+        self.status = self.notes_and()
+
+    def notes_and(self, *more: str) -> str:
+        """The status line: every note so far, then `more`."""
+        return " ".join([*self.notes, *more])
 
     def on_send(self, text: str):
         """Start a reply in a thread (one at a time): the message handler returns at once."""
         if self.thread is not None and self.thread.is_alive():
-            self.status = " ".join([*self.notes, "(a reply is still being written: wait, or press Stop)"])
+            self.status = self.notes_and("(a reply is still being written: wait, or press Stop)")
             return
         if not text.strip():
             self.status = "(empty message ignored: type something)"
@@ -75,7 +79,7 @@ class ChatWidget(anywidget.AnyWidget):
                 reply += piece
                 speed = f"writing... {count / (time.perf_counter() - start):.1f} tokens/s"
                 with self.hold_sync():
-                    self.reply, self.status = reply, " ".join([*self.notes, speed])
+                    self.reply, self.status = reply, self.notes_and(speed)
                     if count == 1:
                         self.prompt = self.chat.last_prompt
         except Exception as exc:  # a thread's traceback would land in the kernel's log, out of the reader's sight
@@ -84,7 +88,7 @@ class ChatWidget(anywidget.AnyWidget):
             with self.hold_sync():
                 self.messages = [*self.messages, {"role": "assistant", "text": reply,
                                                   "stopped": self.stop.is_set()}]
-                self.reply, self.writing, self.status = "", False, " ".join(self.notes)
+                self.reply, self.writing, self.status = "", False, self.notes_and()
                 self.prompt = self.chat.last_prompt
 
     def on_new(self):
